@@ -1,0 +1,1 @@
+"""The Tally ASGI service."""

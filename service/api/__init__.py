@@ -1,0 +1,1 @@
+"""HTTP resources: decode and authorize, call ledger/, encode the answer."""

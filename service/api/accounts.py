@@ -1,0 +1,125 @@
+"""Accounts: open, read (with ETag), list, and PATCH (with If-Match)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fastpath import codec
+from service.api import params
+from service.api.decoding import decode_body
+from service.api.routing import Endpoint, QueryParam, json_response, reject_unknown_query
+from service.auth import scopes
+from service.auth.tokens import Principal
+from service.ledger import accounts as ledger
+from service.schemas import AccountCreate, AccountEnvelope, AccountPage, AccountPatch
+
+_VERSION = codec.ACCOUNT_COLUMNS.index("version")
+_STATUSES = ("active", "frozen", "closed")
+
+
+def _account(row: tuple, principal: Principal, status: int = 200) -> Response:
+    body = {"data": codec.account_to_dict(row, scopes.PII_READ in principal.scopes)}
+    return json_response(body, status, {"ETag": f'"{row[_VERSION]}"'})
+
+
+async def open_account(request: Request, principal: Principal) -> Response:
+    spec = await decode_body(request, AccountCreate)
+    row = await ledger.open_account(request.app.state.db, principal.tenant_id, spec)
+    return _account(row, principal, 201)
+
+
+async def get_account(request: Request, principal: Principal) -> Response:
+    account_id = params.path_id(request)
+    row = await ledger.get_account(request.app.state.db, principal.tenant_id, account_id)
+    return _account(row, principal)
+
+
+async def list_accounts(request: Request, principal: Principal) -> Response:
+    reject_unknown_query(request, ("limit", "cursor", "currency", "status"))
+    limit = params.limit(request)
+    rows, has_more = await ledger.list_accounts(
+        request.app.state.db,
+        principal.tenant_id,
+        limit=limit,
+        before=params.cursor(request),
+        currency=params.currency(request),
+        status=params.choice(request, "status", _STATUSES),
+    )
+    show_holder = scopes.PII_READ in principal.scopes
+    next_cursor = codec.encode_cursor(rows[-1][0]) if has_more else None
+    return json_response(
+        {
+            "data": [codec.account_to_dict(r, show_holder) for r in rows],
+            "meta": {"limit": limit, "has_more": has_more, "next_cursor": next_cursor},
+        }
+    )
+
+
+async def patch_account(request: Request, principal: Principal) -> Response:
+    account_id = params.path_id(request)
+    patch = await decode_body(request, AccountPatch)
+    row = await ledger.update_account(
+        request.app.state.db, principal.tenant_id, account_id, patch, _if_match(request)
+    )
+    return _account(row, principal)
+
+
+def _if_match(request: Request) -> int | None:
+    """The version an If-Match header demands; -1 (never matches) if it names none."""
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    tag = raw.strip().removeprefix("W/").strip('"')
+    return int(tag) if tag.isascii() and tag.isdigit() and len(tag) < 10 else -1
+
+
+_LIST_QUERY = (
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
+    QueryParam("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    QueryParam("currency", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{2,11}$"}),
+    QueryParam("status", {"type": "string", "enum": list(_STATUSES)}),
+)
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/accounts",
+        open_account,
+        "Open an account",
+        scope=scopes.LEDGER_WRITE,
+        body=AccountCreate,
+        response=AccountEnvelope,
+        status=201,
+        errors=(400, 401, 403, 413, 415, 422),
+    ),
+    Endpoint(
+        "GET",
+        "/api/accounts",
+        list_accounts,
+        "List accounts, newest first",
+        scope=scopes.LEDGER_READ,
+        response=AccountPage,
+        query=_LIST_QUERY,
+        errors=(400, 401, 403),
+    ),
+    Endpoint(
+        "GET",
+        "/api/accounts/{id}",
+        get_account,
+        "One account with balances (ETag)",
+        scope=scopes.LEDGER_READ,
+        response=AccountEnvelope,
+        errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "PATCH",
+        "/api/accounts/{id}",
+        patch_account,
+        "Rename, metadata, status, overdraft (If-Match)",
+        scope=scopes.LEDGER_WRITE,
+        body=AccountPatch,
+        response=AccountEnvelope,
+        errors=(400, 401, 403, 404, 409, 412, 413, 415, 422),
+    ),
+]

@@ -1,0 +1,156 @@
+"""Request body decoding: content type, JSON syntax, schema, control characters.
+
+The fast path is one typed msgspec decode. Only when it fails do we decode
+again, field by field, so that a 422 names every failing field and not just
+the first one msgspec met.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from fastpath import codec
+from service.errors import ApiError, bad_request, validation_error
+
+T = TypeVar("T")
+
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+_any_decoder = msgspec.json.Decoder()
+_PATH = re.compile(r" - at `\$(.*)`$")
+# msgspec words type errors "Expected `X`, got `Y`"; constraint errors
+# "Expected `X` of length >= 1" / "Expected `int` >= 0" / "... matching regex".
+_TYPE_ERROR = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
+_UNKNOWN = "Object contains unknown field"
+
+
+def _decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.json.Decoder(kind)
+    return dec
+
+
+def require_json(request: Request) -> None:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the body as application/json.",
+            {"content_type": ctype[:100]},
+        )
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    """Decode and validate a JSON request body as `kind`, or raise the right ApiError."""
+    require_json(request)
+    body = await request.body()
+    return decode_json(body, kind)
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    try:
+        value = _decoder(kind).decode(body)
+    except msgspec.ValidationError as exc:
+        raise _explain(body, kind, exc) from None
+    except msgspec.DecodeError:
+        raise bad_request("The body is not valid JSON.") from None
+    if _may_hold_control_chars(body):
+        bad = codec.control_char_fields(msgspec.to_builtins(value))
+        if bad:
+            raise validation_error(
+                [{"field": f, "message": "must not contain control characters"} for f in bad]
+            )
+    return value
+
+
+def _may_hold_control_chars(body: bytes) -> bool:
+    # Raw C0 bytes are invalid JSON, so a control character can only arrive
+    # escaped (a backslash), as DEL, or as a UTF-8 C1 character (0xC2 0x80-9F).
+    return b"\\" in body or b"\x7f" in body or b"\xc2" in body
+
+
+def _field_path(message: str) -> tuple[str, str]:
+    match = _PATH.search(message)
+    if not match:
+        return "", message
+    path = match.group(1).lstrip(".")
+    return path, message[: match.start()]
+
+
+def _is_syntax_error(message: str) -> bool:
+    return bool(_TYPE_ERROR.match(message)) or message.startswith(_UNKNOWN)
+
+
+def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
+    """Turn a failed typed decode into 400 (wrong types) or 422 (every broken rule)."""
+    message = str(exc)
+    path, text = _field_path(message)
+    if _is_syntax_error(text):
+        return bad_request(
+            "The body does not match the expected types.", [{"field": path, "message": text}]
+        )
+    raw = _any_decoder.decode(body)
+    fields = _collect(raw, kind, "")
+    if any(_is_syntax_error(f["message"]) for f in fields):
+        return bad_request("The body does not match the expected types.", fields)
+    return validation_error(fields or [{"field": path, "message": text}])
+
+
+def _collect(raw: Any, kind: Any, prefix: str) -> list[dict[str, str]]:
+    """Validate each field on its own so that every failing one is reported."""
+    if not isinstance(raw, dict) or not _is_struct(kind):
+        try:
+            msgspec.convert(raw, kind)
+        except msgspec.ValidationError as exc:
+            sub, text = _field_path(str(exc))
+            return [{"field": _join(prefix, sub), "message": text}]
+        return []
+    errors: list[dict[str, str]] = []
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    known = {f.encode_name: f for f in info.fields}
+    for key in raw:
+        if key not in known:
+            errors.append({"field": _join(prefix, key), "message": f"{_UNKNOWN} `{key}`"})
+    for name, field in known.items():
+        if name not in raw:
+            if field.required:
+                errors.append({"field": _join(prefix, name), "message": "is required"})
+            continue
+        sub_type = _field_type(kind, field.name, raw[name])
+        errors.extend(_collect(raw[name], sub_type, _join(prefix, name)))
+    return errors
+
+
+def _is_struct(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, msgspec.Struct)
+
+
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind, include_extras=True)
+
+
+def _field_type(kind: type, attr: str, raw: Any) -> Any:
+    hint = _hints(kind)[attr]
+    if isinstance(raw, dict):
+        # Optional[SomeStruct]: validate its fields one by one as well.
+        for arg in (hint, *typing.get_args(hint)):
+            if _is_struct(arg):
+                return arg
+    return hint
+
+
+def _join(prefix: str, name: str) -> str:
+    if not prefix:
+        return name
+    if not name:
+        return prefix
+    return f"{prefix}{name}" if name.startswith("[") else f"{prefix}.{name}"

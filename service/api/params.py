@@ -1,0 +1,60 @@
+"""Parsing path and query parameters; each failure is a 400 naming the parameter."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.requests import Request
+
+from fastpath import codec
+from service.db.ids import parse_id
+from service.errors import bad_request
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+_CURRENCY = re.compile(r"^[A-Z][A-Z0-9_]{2,11}$")
+
+
+def _bad(name: str, message: str) -> Exception:
+    return bad_request(f"Invalid parameter {name!r}.", [{"field": name, "message": message}])
+
+
+def path_id(request: Request, name: str = "id") -> uuid.UUID:
+    value = parse_id(request.path_params[name])
+    if value is None:
+        raise _bad(name, "must be a UUID")
+    return value
+
+
+def limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def cursor(request: Request) -> uuid.UUID | None:
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    value = codec.decode_cursor(raw)
+    if value is None:
+        raise _bad("cursor", "is not a cursor this API returned")
+    return value
+
+
+def currency(request: Request) -> str | None:
+    raw = request.query_params.get("currency")
+    if raw is not None and not _CURRENCY.match(raw):
+        raise _bad("currency", "must match ^[A-Z][A-Z0-9_]{2,11}$")
+    return raw
+
+
+def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and raw not in allowed:
+        raise _bad(name, f"must be one of {', '.join(allowed)}")
+    return raw

@@ -1,0 +1,91 @@
+"""The route table: one `Endpoint` per operation drives both routing and OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.auth.tokens import InvalidToken, Principal
+from service.errors import ApiError, forbidden, unauthenticated
+
+_encode = msgspec.json.Encoder().encode
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: str | None = None  # None: no bearer token needed
+    body: type | None = None
+    response: type | None = None
+    status: int = 200
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = field(default=())
+    tag: str = "ledger"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        _encode(data), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def principal_of(request: Request) -> Principal:
+    """Verify the bearer token on `request` (401 on any failure)."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise unauthenticated()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("Use the Authorization: Bearer <token> scheme.")
+    try:
+        return request.app.state.tokens.verify(token.strip())
+    except InvalidToken:
+        raise unauthenticated("The token is invalid or expired.") from None
+
+
+def _guard(handler: Handler, scope: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        principal = principal_of(request)
+        if scope not in principal.scopes:
+            raise forbidden(scope)
+        return await handler(request, principal)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+def build_routes(endpoints: list[Endpoint]) -> list[Route]:
+    routes = []
+    for ep in endpoints:
+        target = ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
+        routes.append(Route(ep.path, target, methods=[ep.method], name=ep.handler.__name__))
+    return routes
+
+
+def reject_unknown_query(request: Request, allowed: tuple[str, ...]) -> None:
+    unknown = [k for k in request.query_params if k not in allowed]
+    if unknown:
+        raise ApiError(
+            400,
+            "BAD_REQUEST",
+            "Unknown query parameter.",
+            {"fields": [{"field": k, "message": "is not a known parameter"} for k in unknown]},
+        )

@@ -1,0 +1,73 @@
+"""The app factory: routes, middleware, lifespan. Served by granian (`--factory`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from service import openapi
+from service.api import accounts, auth, ops
+from service.api.routing import Endpoint, build_routes
+from service.auth.tokens import TokenService
+from service.config import ConfigError, Settings
+from service.db.pool import Database
+from service.errors import EXCEPTION_HANDLERS
+from service.middleware import RequestContext
+
+VERSION = "0.1.0"
+ENDPOINTS: list[Endpoint] = [*auth.ENDPOINTS, *accounts.ENDPOINTS, *ops.ENDPOINTS]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the ASGI app; with no settings, read them from the environment."""
+    settings = settings or Settings.from_env()
+    if not settings.database_url or not settings.redis_url:
+        raise ConfigError(
+            "TALLY_DATABASE_URL and TALLY_REDIS_URL are required (`make run` starts "
+            "embedded servers and sets them for you)"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await app.state.db.open()
+        try:
+            yield
+        finally:
+            await app.state.db.close()
+            await app.state.redis.aclose()
+
+    app = Starlette(
+        routes=build_routes(ENDPOINTS),
+        middleware=[
+            Middleware(
+                RequestContext,
+                max_body=settings.max_body_bytes,
+                max_batch_body=settings.max_batch_body_bytes,
+            )
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = Database(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_timeout_seconds,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )
+    app.state.redis = aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    app.state.tokens = TokenService(settings)
+    app.state.openapi = msgspec.json.encode(openapi.build(ENDPOINTS, VERSION))
+    logging.getLogger("tally").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,1 @@
+"""Authentication: client credentials, JWT issue and verification, scopes."""

@@ -1,0 +1,308 @@
+"""The `tally` command: serve, dev, migrate, tenants and API clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from service import devservers
+from service.auth import clients as client_service
+from service.auth import scopes as scope_names
+from service.config import ConfigError, Settings
+from service.db import tenants as tenant_sql
+from service.db.ids import parse_id
+from service.db.migrate import migrate as apply_migrations
+from service.db.pool import Database
+
+T = TypeVar("T")
+log = logging.getLogger("tally.cli")
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("TALLY_DATA_DIR", ".tally"))
+
+
+def _is_dev() -> bool:
+    return os.environ.get("TALLY_ENV", "production") == "dev"
+
+
+@contextlib.contextmanager
+def _database_url() -> Iterator[str]:
+    """TALLY_DATABASE_URL, or in dev mode the embedded server (started if needed)."""
+    url = os.environ.get("TALLY_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if not _is_dev():
+        raise click.ClickException("TALLY_DATABASE_URL is not set (or set TALLY_ENV=dev)")
+    pg = devservers.EmbeddedPostgres(_data_dir() / "pg")
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+
+
+def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
+    with _database_url() as url:
+        apply_migrations(url)
+        return _with_db_url(url, work)
+
+
+@click.group()
+def main() -> None:
+    """Tally, the double-entry ledger service."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    with _database_url() as url:
+        done = apply_migrations(url)
+    click.echo(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
+
+
+@main.group()
+def tenants() -> None:
+    """Manage tenants."""
+
+
+@tenants.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def tenants_create(name: str, as_json: bool) -> None:
+    """Create a tenant called NAME."""
+    if not 1 <= len(name) <= 200:
+        raise click.BadParameter("must be 1 to 200 characters", param_hint="NAME")
+
+    async def work(db: Database) -> Any:
+        async with db.connection() as conn:
+            return await tenant_sql.create_tenant(conn, name)
+
+    tenant_id = _with_db(work)
+    if as_json:
+        click.echo(json.dumps({"tenant_id": str(tenant_id), "name": name}))
+    else:
+        click.echo(f"tenant {name}: {tenant_id}")
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """List tenants."""
+
+    async def work(db: Database) -> Any:
+        async with db.connection() as conn:
+            return await tenant_sql.list_tenants(conn)
+
+    for tenant_id, name, created in _with_db(work):
+        click.echo(f"{tenant_id}  {created:%Y-%m-%d %H:%M}  {name}")
+
+
+@main.group()
+def clients() -> None:
+    """Manage API clients (credentials for POST /api/auth/token)."""
+
+
+@clients.command("create")
+@click.option("--tenant", "tenant_ref", required=True, help="Tenant id or name.")
+@click.option(
+    "--scopes",
+    "scope_text",
+    default=" ".join(scope_names.DEFAULT),
+    show_default=True,
+    help="Space-separated scopes.",
+)
+@click.option("--name", default="", help="A label for the client.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+def clients_create(tenant_ref: str, scope_text: str, name: str, as_json: bool) -> None:
+    """Create an API client; its secret is printed once and stored only as a hash."""
+    try:
+        wanted = scope_names.parse(scope_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from None
+    if not wanted:
+        raise click.BadParameter("give at least one scope", param_hint="--scopes")
+
+    async def work(db: Database) -> Any:
+        async with db.connection() as conn:
+            tenant_id = await tenant_sql.find_tenant(conn, tenant_ref)
+        if tenant_id is None:
+            raise click.ClickException(f"no tenant {tenant_ref!r}")
+        return await client_service.create_client(db, tenant_id, wanted, name)
+
+    new = _with_db(work)
+    record = {
+        "tenant_id": str(new.tenant_id),
+        "client_id": str(new.client_id),
+        "client_secret": new.client_secret,
+        "scopes": " ".join(new.scopes),
+    }
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    for key, value in record.items():
+        click.echo(f"{key}: {value}")
+    click.echo("Store the secret now: it is not shown again.", err=True)
+
+
+@clients.command("list")
+@click.option("--tenant", "tenant_ref", default=None, help="Only this tenant (id or name).")
+def clients_list(tenant_ref: str | None) -> None:
+    """List API clients (never their secrets)."""
+
+    async def work(db: Database) -> Any:
+        async with db.connection() as conn:
+            tenant_id = None
+            if tenant_ref is not None:
+                tenant_id = await tenant_sql.find_tenant(conn, tenant_ref)
+                if tenant_id is None:
+                    raise click.ClickException(f"no tenant {tenant_ref!r}")
+            return await tenant_sql.list_clients(conn, tenant_id)
+
+    for c in _with_db(work):
+        click.echo(f"{c.id}  tenant={c.tenant_id}  {c.status:<7}  {' '.join(c.scopes)}  {c.name}")
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client: it can no longer obtain tokens."""
+    parsed = parse_id(client_id)
+    if parsed is None:
+        raise click.BadParameter("must be a UUID", param_hint="CLIENT_ID")
+
+    async def work(db: Database) -> bool:
+        async with db.connection() as conn:
+            return await tenant_sql.revoke_client(conn, parsed)
+
+    if not _with_db(work):
+        raise click.ClickException(f"no active client {client_id}")
+    click.echo(f"revoked {client_id}")
+
+
+def _serve(settings: Settings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        "service.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        address=settings.host,
+        port=settings.port,
+        workers=max(1, settings.workers),
+        log_access=False,
+    ).serve()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+def serve() -> None:
+    """Serve the API with granian (uses TALLY_DATABASE_URL and TALLY_REDIS_URL)."""
+    settings = _settings()
+    if not settings.database_url or not settings.redis_url:
+        raise click.ClickException("TALLY_DATABASE_URL and TALLY_REDIS_URL must be set")
+    apply_migrations(settings.database_url)
+    _serve(settings)
+
+
+@main.command()
+def dev() -> None:
+    """What `make run` does: embedded servers if needed, migrate, dev client, serve."""
+    os.environ.setdefault("TALLY_ENV", "dev")
+    settings = _settings()
+    with devservers.embedded(settings.data_dir, settings.database_url, settings.redis_url) as (
+        db_url,
+        redis_url,
+    ):
+        os.environ["TALLY_DATABASE_URL"] = db_url
+        os.environ["TALLY_REDIS_URL"] = redis_url
+        settings = settings.with_overrides(database_url=db_url, redis_url=redis_url)
+        apply_migrations(db_url)
+        creds = _with_db_url(db_url, lambda db: _ensure_dev_client(db, settings.data_dir))
+        _print_banner(settings, creds)
+        _serve(settings)
+
+
+def _with_db_url(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def run() -> T:
+        db = Database(url, min_size=1, max_size=2)
+        await db.pool.open(wait=True, timeout=10)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+async def _ensure_dev_client(db: Database, data_dir: Path) -> dict[str, str]:
+    """The dev tenant's client; its secret is kept in .tally/ (dev mode only)."""
+    path = data_dir / "dev-client.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        ok = await client_service.authenticate(db, saved["client_id"], saved["client_secret"])
+        if ok is not None:
+            return dict(saved)
+    async with db.connection() as conn:
+        tenant_id = await tenant_sql.find_tenant(conn, "dev")
+        if tenant_id is None:
+            tenant_id = await tenant_sql.create_tenant(conn, "dev")
+    new = await client_service.create_client(db, tenant_id, scope_names.ALL, "dev")
+    saved = {
+        "tenant_id": str(new.tenant_id),
+        "client_id": str(new.client_id),
+        "client_secret": new.client_secret,
+        "scopes": " ".join(new.scopes),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(saved, fh)
+    return saved
+
+
+def _print_banner(settings: Settings, creds: dict[str, str]) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    body = json.dumps({"client_id": creds["client_id"], "client_secret": creds["client_secret"]})
+    click.echo(
+        f"""
+Tally (dev) on {base}   database: {settings.database_url}   redis: {settings.redis_url}
+
+dev tenant  {creds["tenant_id"]}
+client_id   {creds["client_id"]}
+secret      {creds["client_secret"]}
+scopes      {creds["scopes"]}
+
+Get a token and open an account:
+
+  TOKEN=$(curl -s {base}/api/auth/token -H 'Content-Type: application/json' \\
+      -d '{body}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s {base}/api/accounts -H "Authorization: Bearer $TOKEN" \\
+      -H 'Content-Type: application/json' -d '{{"name": "Wallet", "currency": "USD"}}'
+
+API reference: {base}/openapi.json    Ctrl-C stops the server and the embedded databases.
+""",
+        err=False,
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""One frozen settings object, read once from TALLY_* environment variables.
+
+Nothing below this module reads the environment: the app factory, the CLI and
+the tests build a `Settings` and hand it down.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tally.config")
+
+DEV = "dev"
+ENVIRONMENTS = (DEV, "test", "production")
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable service."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service can be configured with; see README "Configuration"."""
+
+    env: str = "production"
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".tally")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jwt_secret: str = ""
+    jwt_issuer: str = "tally"
+    jwt_audience: str = "tally-api"
+    token_ttl_seconds: int = 900
+    encryption_key: bytes = b""
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_timeout_seconds: float = 2.0
+    statement_timeout_ms: int = 5000
+    redis_timeout_seconds: float = 0.5
+    max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 2 * 1024 * 1024
+    retry_after_seconds: int = 1
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == DEV
+
+    @property
+    def jwt_kid(self) -> str:
+        """Key id put in every token header: a digest of the key, never the key."""
+        import hashlib
+
+        return hashlib.sha256(self.jwt_secret.encode()).hexdigest()[:12]
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read settings from TALLY_* variables; dev mode fills in missing secrets."""
+        env = dict(os.environ if environ is None else environ)
+        mode = env.get("TALLY_ENV", "production")
+        if mode not in ENVIRONMENTS:
+            raise ConfigError(f"TALLY_ENV must be one of {', '.join(ENVIRONMENTS)}, not {mode!r}")
+        data_dir = Path(env.get("TALLY_DATA_DIR", ".tally"))
+        jwt_secret = env.get("TALLY_JWT_SECRET", "")
+        enc_key = env.get("TALLY_ENCRYPTION_KEY", "")
+        if (not jwt_secret or not enc_key) and mode == DEV:
+            dev = _dev_secrets(data_dir)
+            jwt_secret = jwt_secret or dev["jwt_secret"]
+            enc_key = enc_key or dev["encryption_key"]
+        if not jwt_secret:
+            raise ConfigError("TALLY_JWT_SECRET is required outside dev mode")
+        if len(jwt_secret) < 32:
+            raise ConfigError("TALLY_JWT_SECRET must be at least 32 characters")
+        if not enc_key:
+            raise ConfigError("TALLY_ENCRYPTION_KEY is required outside dev mode")
+        d = cls()  # the defaults (slots make class attributes descriptors)
+        return cls(
+            env=mode,
+            database_url=env.get("TALLY_DATABASE_URL") or None,
+            redis_url=env.get("TALLY_REDIS_URL") or None,
+            data_dir=data_dir,
+            host=env.get("TALLY_HOST", d.host),
+            port=_int(env, "TALLY_PORT", d.port),
+            workers=_int(env, "TALLY_WORKERS", os.cpu_count() or 1),
+            jwt_secret=jwt_secret,
+            jwt_issuer=env.get("TALLY_JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.get("TALLY_JWT_AUDIENCE", d.jwt_audience),
+            token_ttl_seconds=_int(env, "TALLY_TOKEN_TTL_SECONDS", d.token_ttl_seconds),
+            encryption_key=_decode_key(enc_key),
+            db_pool_min=_int(env, "TALLY_DB_POOL_MIN", d.db_pool_min),
+            db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
+            db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
+            statement_timeout_ms=_int(env, "TALLY_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
+            redis_timeout_seconds=_float(
+                env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
+            ),
+        )
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _decode_key(raw: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except ValueError:
+        raise ConfigError("TALLY_ENCRYPTION_KEY must be URL-safe base64") from None
+    if len(key) != 32:
+        raise ConfigError("TALLY_ENCRYPTION_KEY must decode to 32 bytes (AES-256)")
+    return key
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Load, or create once, the dev-only secrets under the data directory."""
+    path = data_dir / "dev-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    data_dir.mkdir(parents=True, exist_ok=True)
+    created = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its secrets
+        return _dev_secrets(data_dir)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(created, fh)
+    log.warning(
+        "dev mode: generated a JWT signing key and an encryption key into %s; "
+        "never use these outside development",
+        path,
+    )
+    return created

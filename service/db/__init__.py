@@ -1,0 +1,1 @@
+"""Database access: the pool, migrations, and one module of SQL per table group."""

@@ -1,0 +1,78 @@
+"""The PostgreSQL connection pool and the outage bookkeeping around it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+log = logging.getLogger("tally.db")
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not be reached (or timed out); the caller should answer 503."""
+
+
+class Database:
+    """An async pool that turns connection failures into `DatabaseUnavailable`.
+
+    An outage is logged once when it starts and once when it ends, not on
+    every request that runs into it.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeout: float = 2.0,
+        statement_timeout_ms: int = 5000,
+    ) -> None:
+        connect_timeout = max(1, int(timeout))
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            name="tally",
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": connect_timeout,
+                "options": f"-c statement_timeout={statement_timeout_ms}",
+                "application_name": "tally",
+            },
+            # Give up a background reconnect quickly: the next request then
+            # starts a fresh attempt at once, instead of waiting out an
+            # exponential backoff that grows to minutes during a long outage.
+            reconnect_timeout=max(2.0, timeout),
+        )
+        self.down = False
+
+    async def open(self) -> None:
+        # Do not wait: the service starts (and answers 503) even if the
+        # database is still down; the pool fills in the background.
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise DatabaseUnavailable("statement timeout") from exc
+            if not self.down:
+                self.down = True
+                log.error("database unavailable: %s", exc)
+            raise DatabaseUnavailable(str(exc)) from exc
+        if self.down:
+            self.down = False
+            log.warning("database reachable again")

@@ -1,0 +1,1 @@
+"""The ledger domain: business rules over accounts and money movement (no HTTP here)."""

@@ -1,0 +1,137 @@
+"""Opening, reading, listing and changing accounts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from service.db import accounts as sql
+from service.db.ids import new_id
+from service.db.pool import Database
+from service.ledger.errors import LedgerError, NotFound, VersionMismatch
+from service.schemas import AccountCreate, AccountPatch
+
+MAX_METADATA_KEYS = 50
+_COL = {name: i for i, name in enumerate(sql.ACCOUNT_COLUMNS)}
+# A closed account is terminal; frozen accounts may be reactivated.
+_TRANSITIONS = {
+    "active": {"active", "frozen", "closed"},
+    "frozen": {"active", "frozen", "closed"},
+    "closed": {"closed"},
+}
+
+
+async def open_account(db: Database, tenant_id: uuid.UUID, spec: AccountCreate) -> tuple:
+    """Create an account with zero balances; returns its row."""
+    holder = msgspec.to_builtins(spec.holder) if spec.holder is not None else None
+    async with db.connection() as conn:
+        return await sql.insert(
+            conn,
+            tenant_id,
+            new_id(),
+            spec.name,
+            spec.currency,
+            spec.overdraft_limit,
+            holder,
+            spec.metadata,
+        )
+
+
+async def get_account(db: Database, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:
+    """The account's row, or NotFound (also for another tenant's account)."""
+    async with db.connection() as conn:
+        row = await sql.get(conn, tenant_id, account_id)
+    if row is None:
+        raise NotFound("account")
+    return row
+
+
+async def list_accounts(
+    db: Database,
+    tenant_id: uuid.UUID,
+    *,
+    limit: int,
+    before: uuid.UUID | None,
+    currency: str | None,
+    status: str | None,
+) -> tuple[list[tuple], bool]:
+    """One page of accounts, newest first, and whether more follow."""
+    async with db.connection() as conn:
+        rows = await sql.page(
+            conn, tenant_id, limit=limit + 1, before=before, currency=currency, status=status
+        )
+    return rows[:limit], len(rows) > limit
+
+
+async def update_account(
+    db: Database,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    patch: AccountPatch,
+    if_match: int | None,
+) -> tuple:
+    """Apply a PATCH under a row lock, enforcing If-Match and the status rules."""
+    async with db.connection() as conn, conn.transaction():
+        row = await sql.get(conn, tenant_id, account_id, lock=True)
+        if row is None:
+            raise NotFound("account")
+        if if_match is not None and row[_COL["version"]] != if_match:
+            raise VersionMismatch(row[_COL["version"]])
+        changes = _changes(row, patch)
+        if not changes:
+            return row
+        return await sql.update(conn, tenant_id, account_id, changes)
+
+
+def _changes(row: tuple, patch: AccountPatch) -> dict[str, Any]:
+    status = row[_COL["status"]]
+    changes: dict[str, Any] = {}
+    if status == "closed":
+        raise LedgerError("ACCOUNT_CLOSED", "A closed account cannot be changed.")
+    if patch.name is not msgspec.UNSET:
+        changes["name"] = patch.name
+    if patch.overdraft_limit is not msgspec.UNSET:
+        _check_floor(row, patch.overdraft_limit)
+        changes["overdraft_limit"] = patch.overdraft_limit
+    if patch.metadata is not msgspec.UNSET:
+        changes["metadata"] = _merge_metadata(row[_COL["metadata"]], patch.metadata)
+    if patch.status is not msgspec.UNSET and patch.status != status:
+        if patch.status not in _TRANSITIONS[status]:
+            raise LedgerError("ACCOUNT_CLOSED", "A closed account cannot be reopened.", "status")
+        if patch.status == "closed":
+            _check_empty(row)
+        changes["status"] = patch.status
+    return changes
+
+
+def _check_floor(row: tuple, limit: int | None) -> None:
+    available = row[_COL["posted"]] - row[_COL["pending_debits"]]
+    if limit is not None and available < -limit:
+        raise LedgerError(
+            "VALIDATION_ERROR",
+            f"The available balance ({available}) is already below -{limit}.",
+            "overdraft_limit",
+        )
+
+
+def _check_empty(row: tuple) -> None:
+    if row[_COL["posted"]] or row[_COL["pending_debits"]] or row[_COL["pending_credits"]]:
+        raise LedgerError(
+            "ACCOUNT_NOT_EMPTY",
+            "Only an account with zero balances and no pending transfers can be closed.",
+            "status",
+        )
+
+
+def _merge_metadata(current: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
+    merged = {**current, **patch}
+    result = {k: v for k, v in merged.items() if v is not None}
+    if len(result) > MAX_METADATA_KEYS:
+        raise LedgerError(
+            "VALIDATION_ERROR",
+            f"metadata would hold {len(result)} keys; at most {MAX_METADATA_KEYS} are allowed.",
+            "metadata",
+        )
+    return result

@@ -1,0 +1,110 @@
+"""Plain ASGI middleware: request ids, body size limits, and the last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import ApiError, envelope
+
+log = logging.getLogger("tally.http")
+
+_CLIENT_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
+_BATCH_PATHS = ("/api/transfers/batch",)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "PAYLOAD_TOO_LARGE", f"The body exceeds {limit} bytes.", {"limit_bytes": limit}
+    )
+
+
+class RequestContext:
+    """Tags every response with X-Request-Id and enforces the body size limit.
+
+    Anything that escapes the app becomes a 500 in the error envelope carrying
+    the request id, never a stack trace.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int, max_batch_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_batch_body = max_batch_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b""
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _CLIENT_ID.match(value):
+                request_id = value
+            elif name == b"content-length":
+                content_length = value
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        limit = self.max_batch_body if scope["path"] in _BATCH_PATHS else self.max_body
+        if content_length is not None:
+            error = self._check_length(content_length, limit)
+            if error is not None:
+                await self._reply(send_with_id, error)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in request %s", request_id.decode())
+            if not started:
+                await self._reply(
+                    send_with_id,
+                    ApiError(
+                        500,
+                        "INTERNAL_ERROR",
+                        "Something went wrong on our side.",
+                        {"request_id": request_id.decode()},
+                    ),
+                )
+
+    @staticmethod
+    def _check_length(raw: bytes, limit: int) -> ApiError | None:
+        if not raw.isdigit() or len(raw) > 18:
+            return ApiError(400, "BAD_REQUEST", "Content-Length is not a valid length.")
+        if int(raw) > limit:
+            return _too_large(limit)
+        return None
+
+    @staticmethod
+    async def _reply(send: Send, error: ApiError) -> None:
+        headers = [(b"content-type", b"application/json")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": envelope(error.code, error.message, error.details),
+            }
+        )

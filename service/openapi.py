@@ -1,0 +1,101 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec Structs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from service.api.routing import Endpoint
+from service.schemas import ErrorEnvelope
+
+_REF = "#/components/schemas/{name}"
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_REASONS = {
+    400: "Malformed request",
+    401: "Missing, invalid or expired token",
+    403: "Missing scope",
+    404: "Not found",
+    409: "Conflict",
+    412: "If-Match does not match the current version",
+    413: "Body too large",
+    415: "Unsupported content type",
+    422: "Breaks a rule",
+    429: "Rate limited",
+    503: "Dependency unavailable",
+}
+
+
+def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
+    types = {t for ep in endpoints for t in (ep.body, ep.response) if t is not None}
+    types.add(ErrorEnvelope)
+    ordered = sorted(types, key=lambda t: t.__name__)
+    _, components = msgspec.json.schema_components(ordered, ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tally ledger API", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _ref(kind: type) -> dict[str, str]:
+    return {"$ref": _REF.format(name=kind.__name__)}
+
+
+def _operation(ep: Endpoint) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": ep.handler.__name__,
+        "summary": ep.summary,
+        "tags": [ep.tag],
+    }
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+        for name in _PATH_PARAM.findall(ep.path)
+    ]
+    parameters += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "schema": q.schema,
+            **({"description": q.description} if q.description else {}),
+        }
+        for q in ep.query
+    ]
+    if parameters:
+        op["parameters"] = parameters
+    if ep.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(ep.body)}},
+        }
+    ok: dict[str, Any] = {"description": "Success"}
+    if ep.response is not None:
+        ok["content"] = {"application/json": {"schema": _ref(ep.response)}}
+    responses: dict[str, Any] = {str(ep.status): ok}
+    errors = set(ep.errors)
+    if ep.scope:
+        op["security"] = [{"bearer": [ep.scope]}]
+        errors |= {401, 403}
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": _REASONS.get(status, "Error"),
+            "content": {"application/json": {"schema": _ref(ErrorEnvelope)}},
+        }
+    op["responses"] = responses
+    return op

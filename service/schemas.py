@@ -1,0 +1,126 @@
+"""The wire vocabulary: msgspec Structs for request and response bodies.
+
+Constraints live in the types (`Meta`), so the decoder enforces them and the
+OpenAPI document states them. What msgspec cannot express (control
+characters) is checked by `fastpath.codec`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+INT64_MAX = 2**63 - 1
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Currency = Annotated[
+    str,
+    Meta(pattern=r"^[A-Z][A-Z0-9_]{2,11}$", description="ISO 4217 code or a custom unit"),
+]
+OverdraftLimit = Annotated[int, Meta(ge=0, le=INT64_MAX)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, Meta(max_length=500)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)]
+# PATCH merges metadata: a null value deletes that key.
+MetadataPatch = Annotated[dict[MetadataKey, MetadataValue | None], Meta(max_length=50)]
+AccountStatus = Literal["active", "frozen", "closed"]
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
+class Strict(Struct, forbid_unknown_fields=True):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+
+class Holder(Strict):
+    name: Name
+    email: Email | None = None
+
+
+class AccountCreate(Strict):
+    name: Name
+    currency: Currency
+    overdraft_limit: OverdraftLimit | None = 0
+    holder: Holder | None = None
+    metadata: Metadata = {}
+
+
+class AccountPatch(Strict, omit_defaults=True):
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    status: AccountStatus | msgspec.UnsetType = msgspec.UNSET
+    overdraft_limit: OverdraftLimit | msgspec.UnsetType | None = msgspec.UNSET
+    metadata: MetadataPatch | msgspec.UnsetType = msgspec.UNSET
+
+
+class TokenRequest(Strict):
+    client_id: Annotated[str, Meta(min_length=1, max_length=100)]
+    client_secret: Annotated[str, Meta(min_length=1, max_length=200)]
+    grant_type: Literal["client_credentials"] = "client_credentials"
+    scope: Annotated[str, Meta(max_length=500)] | None = None
+
+
+# Response shapes (documentation and tests; handlers build dicts via the codec).
+
+
+class Balance(Struct):
+    posted: int
+    pending: int
+    available: int
+
+
+class Account(Struct):
+    id: str
+    name: str
+    currency: str
+    status: AccountStatus
+    overdraft_limit: int | None
+    balance: Balance
+    holder: Holder | None
+    metadata: dict[str, str]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountEnvelope(Struct):
+    data: Account
+
+
+class PageMeta(Struct):
+    limit: int
+    has_more: bool
+    next_cursor: str | None
+
+
+class AccountPage(Struct):
+    data: list[Account]
+    meta: PageMeta
+
+
+class TokenResponse(Struct):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+
+
+class FieldError(Struct):
+    field: str
+    message: str
+
+
+class ErrorBody(Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(Struct):
+    error: ErrorBody
+
+
+class Health(Struct):
+    status: str
+    checks: dict[str, str] = {}
