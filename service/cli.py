@@ -202,6 +202,8 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         workers=max(1, settings.workers),
         log_access=False,
+        # A crashed worker is replaced instead of leaving the server short.
+        respawn_failed_workers=True,
     ).serve()
 
 

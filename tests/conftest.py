@@ -72,7 +72,9 @@ def redis_url(servers: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         env="test",
         database_url=database_url,
@@ -109,9 +111,7 @@ class Tenant:
     client_secret: str
 
     def token(self, *granted: str) -> str:
-        return self.app.state.tokens.issue(
-            self.client_id, self.tenant_id, granted or scopes.ALL
-        )
+        return self.app.state.tokens.issue(self.client_id, self.tenant_id, granted or scopes.ALL)
 
     def headers(self, *granted: str) -> dict[str, str]:
         """Bearer headers with the given scopes (all scopes when none are given)."""

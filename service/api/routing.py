@@ -73,11 +73,29 @@ def _guard(handler: Handler, scope: str) -> Callable[[Request], Awaitable[Respon
 
 
 def build_routes(endpoints: list[Endpoint]) -> list[Route]:
-    routes = []
+    """One Route per path, dispatching on method, so a 405 lists every allowed method."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for ep in endpoints:
         target = ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
-        routes.append(Route(ep.path, target, methods=[ep.method], name=ep.handler.__name__))
-    return routes
+        by_path.setdefault(ep.path, {})[ep.method] = target
+    return [
+        Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()
+    ]
+
+
+def _dispatch(
+    methods: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(methods) == 1:
+        return next(iter(methods.values()))
+    table = dict(methods)
+    if "GET" in table:
+        table.setdefault("HEAD", table["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return dispatch
 
 
 def reject_unknown_query(request: Request, allowed: tuple[str, ...]) -> None:

@@ -1,0 +1,76 @@
+"""Settings from TALLY_* variables: dev secrets, refusals outside dev mode."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+
+import pytest
+
+from service.config import ConfigError, Settings
+
+KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+JWT = "j" * 40
+
+
+def test_production_refuses_to_start_without_secrets(tmp_path):
+    with pytest.raises(ConfigError, match="TALLY_JWT_SECRET"):
+        Settings.from_env({"TALLY_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="TALLY_ENCRYPTION_KEY"):
+        Settings.from_env({"TALLY_JWT_SECRET": JWT})
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_dev_mode_generates_secrets_once_and_warns(tmp_path, caplog):
+    env = {"TALLY_ENV": "dev", "TALLY_DATA_DIR": str(tmp_path)}
+    first = Settings.from_env(env)
+    assert "generated" in caplog.text
+    second = Settings.from_env(env)
+    assert first.jwt_secret == second.jwt_secret and len(first.jwt_secret) >= 32
+    assert first.encryption_key == second.encryption_key and len(first.encryption_key) == 32
+    stored = json.loads((tmp_path / "dev-secrets.json").read_text())
+    assert stored["jwt_secret"] == first.jwt_secret
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_values_are_read_and_validated():
+    s = Settings.from_env(
+        {
+            "TALLY_JWT_SECRET": JWT,
+            "TALLY_ENCRYPTION_KEY": KEY,
+            "TALLY_PORT": "9000",
+            "TALLY_DATABASE_URL": "postgresql://x/y",
+            "TALLY_TOKEN_TTL_SECONDS": "60",
+        }
+    )
+    assert (s.port, s.database_url, s.token_ttl_seconds, s.env) == (
+        9000,
+        "postgresql://x/y",
+        60,
+        "production",
+    )
+    assert s.jwt_kid and JWT not in s.jwt_kid
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"TALLY_PORT": "eighty"}, "TALLY_PORT"),
+        ({"TALLY_PORT": "-1"}, "TALLY_PORT"),
+        ({"TALLY_ENV": "staging"}, "TALLY_ENV"),
+        ({"TALLY_JWT_SECRET": "short"}, "at least 32"),
+        ({"TALLY_ENCRYPTION_KEY": "abc"}, "32 bytes"),
+        ({"TALLY_DB_TIMEOUT_SECONDS": "0"}, "positive"),
+    ],
+)
+def test_bad_values_are_refused(changes, message):
+    env = {"TALLY_JWT_SECRET": JWT, "TALLY_ENCRYPTION_KEY": KEY, **changes}
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen():
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]

@@ -1,0 +1,128 @@
+"""The error envelope on routing errors, size limits, content types and request ids."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from service.errors import EXCEPTION_HANDLERS
+from service.middleware import RequestContext
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert response.headers.get("x-request-id")
+    return body["error"]
+
+
+async def test_unknown_route_is_404_envelope(client):
+    assert_envelope(await client.get("/api/nothing-here"), 404, "NOT_FOUND")
+    assert_envelope(await client.get("/"), 404, "NOT_FOUND")
+
+
+async def test_wrong_method_is_405_envelope(client):
+    r = await client.delete("/api/accounts")
+    assert_envelope(r, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in r.headers["allow"] and "POST" in r.headers["allow"]
+
+
+async def test_body_over_limit_by_content_length_is_413(client, tenant):
+    body = b'{"name": "' + b"x" * (64 * 1024) + b'", "currency": "USD"}'
+    r = await client.post(
+        "/api/accounts",
+        content=body,
+        headers={**tenant.headers(), "Content-Type": "application/json"},
+    )
+    err = assert_envelope(r, 413, "PAYLOAD_TOO_LARGE")
+    assert err["details"]["limit_bytes"] == 64 * 1024
+
+
+async def test_streamed_body_over_limit_is_413(client, tenant):
+    async def chunks():
+        for _ in range(80):
+            yield b"x" * 1024
+
+    r = await client.post(
+        "/api/accounts",
+        content=chunks(),
+        headers={**tenant.headers(), "Content-Type": "application/json"},
+    )
+    assert "content-length" not in r.request.headers
+    assert_envelope(r, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_invalid_content_length_is_400(app):
+    received = []
+
+    async def send(message):
+        received.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/accounts",
+        "raw_path": b"/api/accounts",
+        "query_string": b"",
+        "headers": [(b"content-length", b"12abc")],
+        "app": app,
+    }
+    await RequestContext(app, 1024, 2048)(scope, receive, send)
+    assert received[0]["status"] == 400
+
+
+async def test_wrong_content_type_is_415(client, tenant):
+    r = await client.post(
+        "/api/accounts",
+        content=b'{"name": "a", "currency": "USD"}',
+        headers={**tenant.headers(), "Content-Type": "text/plain"},
+    )
+    assert_envelope(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+async def test_request_id_is_echoed(client):
+    r = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+
+
+async def test_request_id_is_generated_when_absent_or_unusable(client):
+    r1 = await client.get("/healthz")
+    r2 = await client.get("/healthz", headers={"X-Request-Id": "has space"})
+    assert len(r1.headers["x-request-id"]) == 32
+    assert r2.headers["x-request-id"] != "has space"
+    assert r1.headers["x-request-id"] != r2.headers["x-request-id"]
+
+
+@pytest.fixture
+async def crashing_client():
+    async def boom(request):
+        raise RuntimeError("secret internals")
+
+    # Assembled like service.app.create_app: RequestContext inside Starlette.
+    crashing = Starlette(
+        routes=[Route("/boom", boom)],
+        middleware=[Middleware(RequestContext, max_body=1024, max_batch_body=2048)],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    transport = httpx.ASGITransport(app=crashing, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
+
+
+async def test_unhandled_error_is_500_envelope_without_internals(crashing_client, caplog):
+    r = await crashing_client.get("/boom", headers={"X-Request-Id": "req-42"})
+    err = assert_envelope(r, 500, "INTERNAL_ERROR")
+    assert err["details"] == {"request_id": "req-42"}
+    assert "secret internals" not in r.text
+    assert "Traceback" not in r.text
