@@ -204,6 +204,9 @@ def _serve(settings: Settings) -> None:
         log_access=False,
         # A crashed worker is replaced instead of leaving the server short.
         respawn_failed_workers=True,
+        # Drain for up to this long on SIGTERM/SIGINT, then kill the worker:
+        # granian workers can deadlock on shutdown (emmett-framework/granian#875).
+        workers_kill_timeout=settings.shutdown_timeout_seconds,
     ).serve()
 
 

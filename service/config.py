@@ -49,6 +49,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 2 * 1024 * 1024
     retry_after_seconds: int = 1
+    shutdown_timeout_seconds: int = 10
 
     @property
     def is_dev(self) -> bool:
@@ -102,6 +103,9 @@ class Settings:
             db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
             db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
             statement_timeout_ms=_int(env, "TALLY_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
+            shutdown_timeout_seconds=_int(
+                env, "TALLY_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds
+            ),
             redis_timeout_seconds=_float(
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),

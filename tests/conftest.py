@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,11 +33,13 @@ from service.db.migrate import migrate
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def servers() -> Iterator[tuple[str, str]]:
     """(admin database URL, redis URL) of real servers for this session."""
     db_url = os.environ.get("TALLY_DATABASE_URL")
     redis_url = os.environ.get("TALLY_REDIS_URL")
-    base = tmp_path_factory.mktemp("servers")
+    # Not under pytest's basetemp: pytest keeps that 0700, and the embedded
+    # PostgreSQL runs as its own system user, which must reach its data dir.
+    base = Path(tempfile.mkdtemp(prefix="tally-test-"))
     pg = devservers.EmbeddedPostgres(base / "pg") if not db_url else None
     vk = devservers.EmbeddedValkey(base / "valkey", persist=False) if not redis_url else None
     try:
@@ -50,6 +54,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             vk.stop()
         if pg is not None:
             pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -94,9 +94,13 @@ async def issue_token(request: Request) -> Response:
             wanted = scope_names.parse(req.scope)
         except ValueError as exc:
             raise ApiError(400, "INVALID_SCOPE", str(exc)) from None
-        if not set(wanted) <= set(granted):
-            raise ApiError(400, "INVALID_SCOPE", "The client does not hold every scope asked for.")
-        granted = wanted
+        # RFC 6749 3.2: a parameter sent without a value is treated as omitted.
+        if wanted:
+            if not set(wanted) <= set(granted):
+                raise ApiError(
+                    400, "INVALID_SCOPE", "The client does not hold every scope asked for."
+                )
+            granted = wanted
     tokens = request.app.state.tokens
     token = tokens.issue(client.id, client.tenant_id, granted)
     return json_response(

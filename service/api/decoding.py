@@ -92,7 +92,7 @@ def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
     """Turn a failed typed decode into 400 (wrong types) or 422 (every broken rule)."""
     message = str(exc)
     path, text = _field_path(message)
-    if _is_syntax_error(text):
+    if _TYPE_ERROR.match(text):
         return bad_request(
             "The body does not match the expected types.", [{"field": path, "message": text}]
         )
@@ -100,6 +100,13 @@ def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
     fields = _collect(raw, kind, "")
     if any(_is_syntax_error(f["message"]) for f in fields):
         return bad_request("The body does not match the expected types.", fields)
+    if _may_hold_control_chars(body):
+        named = {f["field"] for f in fields}
+        fields += [
+            {"field": f, "message": "must not contain control characters"}
+            for f in codec.control_char_fields(raw)
+            if f not in named
+        ]
     return validation_error(fields or [{"field": path, "message": text}])
 
 

@@ -1,0 +1,210 @@
+"""The real thing: granian serving the app as a subprocess, spoken to over TCP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become healthy")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("server did not stop on signal") from None
+
+
+@pytest.fixture
+def served(database_url, redis_url, repo_root, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "TALLY_ENV": "production",
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_REDIS_URL": redis_url,
+        "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
+        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "TALLY_PORT": str(port),
+        "TALLY_WORKERS": "2",
+        "TALLY_DATA_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=repo_root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def test_granian_serves_the_api_over_tcp(served, tenant):
+    base, proc = served
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        r = await http.post(
+            "/api/auth/token",
+            json={"client_id": str(tenant.client_id), "client_secret": tenant.client_secret},
+        )
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        r = await http.post(
+            "/api/accounts", json={"name": "Till", "currency": "EUR"}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        account = r.json()["data"]
+        r = await http.get(f"/api/accounts/{account['id']}", headers=headers)
+        assert r.status_code == 200 and r.json()["data"]["name"] == "Till"
+        assert r.headers["etag"] == '"1"' and r.headers["x-request-id"]
+        r = await http.get("/api/nope")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+        r = await http.post(
+            "/api/accounts",
+            content=b"{not json",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST"
+        assert (await http.get("/readyz")).status_code == 200
+    assert stop(proc) == 0
+
+
+def read_banner(proc: subprocess.Popen, log: Path, seconds: float = 90) -> dict[str, str]:
+    """Fields printed by `tally dev` before it starts serving."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "API reference" in text:
+            found = {}
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] in ("client_id", "secret"):
+                    found[parts[0]] = parts[1]
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"tally dev exited with {proc.returncode}:\n{text}")
+        time.sleep(0.1)
+    raise AssertionError("no banner")
+
+
+def run_dev(repo_root: Path, data_dir: Path, port: int) -> tuple[subprocess.Popen, dict[str, str]]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TALLY_DATABASE_URL", "TALLY_REDIS_URL")
+    }
+    env.update(
+        {
+            "TALLY_ENV": "dev",
+            "TALLY_DATA_DIR": str(data_dir),
+            "TALLY_PORT": str(port),
+            "TALLY_WORKERS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log = data_dir.parent / f"dev-{time.monotonic_ns()}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "dev"],
+            cwd=repo_root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    return proc, read_banner(proc, log)
+
+
+@pytest.fixture
+def outside_basetemp():
+    # The embedded PostgreSQL runs as its own user; pytest's basetemp is 0700.
+    path = Path(tempfile.mkdtemp(prefix="tally-dev-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
+    """`tally dev`: embedded databases, printed credentials that work, clean Ctrl-C."""
+    data_dir = outside_basetemp / "dot-tally"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, creds = run_dev(repo_root, data_dir, port)
+    try:
+        wait_healthy(base, proc)
+        r = httpx.post(
+            f"{base}/api/auth/token",
+            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
+        )
+        assert r.status_code == 200, r.text
+        token = r.json()["access_token"]
+        r = httpx.post(
+            f"{base}/api/accounts",
+            json={"name": "Wallet", "currency": "USD"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 201, r.text
+        account_id = r.json()["data"]["id"]
+    finally:
+        code = stop(proc, signal.SIGINT)
+    assert code == 0
+    assert not (data_dir / "pg" / "postmaster.pid").exists()  # PostgreSQL stopped cleanly
+    assert (data_dir / "dev-secrets.json").exists()
+
+    # Data and credentials persist into the next run.
+    proc, again = run_dev(repo_root, data_dir, port)
+    try:
+        wait_healthy(base, proc)
+        assert again == creds
+        token = httpx.post(
+            f"{base}/api/auth/token",
+            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
+        ).json()
+        r = httpx.get(
+            f"{base}/api/accounts/{account_id}",
+            headers={"Authorization": f"Bearer {token['access_token']}"},
+        )
+        assert r.status_code == 200 and json.loads(r.text)["data"]["name"] == "Wallet"
+    finally:
+        assert stop(proc, signal.SIGINT) == 0
