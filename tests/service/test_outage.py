@@ -32,12 +32,10 @@ async def db_down_client(settings, tenant):
 
 async def test_requests_get_503_quickly_when_database_is_down(db_down_client, tenant, caplog):
     http, application = db_down_client
-    headers = {
     token = application.state.tokens.issue(
         tenant.client_id, tenant.tenant_id, ("ledger:read", "ledger:write")
     )
     headers = {"Authorization": f"Bearer {token}"}
-    }
     for _ in range(3):
         started = time.monotonic()
         r = await http.get(f"/api/accounts/{tenant.client_id}", headers=headers)
