@@ -26,36 +26,17 @@ NO_EXTENSIONS = os.environ.get("TALLY_NO_EXTENSIONS", "") not in ("", "0")
 IMPLEMENTATION: Literal["c", "py"]
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from fastpath._codec_py import (
-        ACCOUNT_COLUMNS,
-        account_to_dict,
-        control_char_fields,
-        decode_cursor,
-        encode_cursor,
-        has_control_char,
-    )
-
-    IMPLEMENTATION = "py"
+    import fastpath._codec_py as _impl
 else:
     try:
-        from fastpath._codec_c import (
-            ACCOUNT_COLUMNS,
-            account_to_dict,
-            control_char_fields,
-            decode_cursor,
-            encode_cursor,
-            has_control_char,
-        )
-
-        IMPLEMENTATION = "c"
+        import fastpath._codec_c as _impl
     except ImportError:
-        from fastpath._codec_py import (
-            ACCOUNT_COLUMNS,
-            account_to_dict,
-            control_char_fields,
-            decode_cursor,
-            encode_cursor,
-            has_control_char,
-        )
+        import fastpath._codec_py as _impl
 
-        IMPLEMENTATION = "py"
+IMPLEMENTATION = "c" if _impl.__name__.endswith("_c") else "py"
+ACCOUNT_COLUMNS = _impl.ACCOUNT_COLUMNS
+account_to_dict = _impl.account_to_dict
+control_char_fields = _impl.control_char_fields
+decode_cursor = _impl.decode_cursor
+encode_cursor = _impl.encode_cursor
+has_control_char = _impl.has_control_char

@@ -40,20 +40,10 @@ def servers() -> Iterator[tuple[str, str]]:
     # Not under pytest's basetemp: pytest keeps that 0700, and the embedded
     # PostgreSQL runs as its own system user, which must reach its data dir.
     base = Path(tempfile.mkdtemp(prefix="tally-test-"))
-    pg = devservers.EmbeddedPostgres(base / "pg") if not db_url else None
-    vk = devservers.EmbeddedValkey(base / "valkey", persist=False) if not redis_url else None
     try:
-        if pg is not None:
-            db_url = pg.start()
-        if vk is not None:
-            redis_url = vk.start()
-        assert db_url and redis_url
-        yield db_url, redis_url
+        with devservers.embedded(base, db_url, redis_url) as urls:
+            yield urls
     finally:
-        if vk is not None:
-            vk.stop()
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

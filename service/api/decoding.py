@@ -96,7 +96,11 @@ def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
         return bad_request(
             "The body does not match the expected types.", [{"field": path, "message": text}]
         )
-    raw = _any_decoder.decode(body)
+    try:
+        raw = _any_decoder.decode(body)
+    except msgspec.DecodeError:
+        # The typed decode stopped at a schema error before reaching the bad syntax.
+        raise bad_request("The body is not valid JSON.") from None
     fields = _collect(raw, kind, "")
     if any(_is_syntax_error(f["message"]) for f in fields):
         return bad_request("The body does not match the expected types.", fields)
