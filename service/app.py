@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -12,16 +13,24 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from service import openapi
-from service.api import accounts, auth, ops
+from service.api import accounts, auth, ops, statements, transfers
 from service.api.routing import Endpoint, build_routes
 from service.auth.tokens import TokenService
 from service.config import ConfigError, Settings
 from service.db.pool import Database
 from service.errors import EXCEPTION_HANDLERS
+from service.ledger import maintenance
+from service.ledger.transfers import TransferEngine
 from service.middleware import RequestContext
 
 VERSION = "0.1.0"
-ENDPOINTS: list[Endpoint] = [*auth.ENDPOINTS, *accounts.ENDPOINTS, *ops.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *auth.ENDPOINTS,
+    *accounts.ENDPOINTS,
+    *statements.ENDPOINTS,
+    *transfers.ENDPOINTS,
+    *ops.ENDPOINTS,
+]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -36,9 +45,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await app.state.db.open()
+        engine = app.state.transfers = TransferEngine(
+            app.state.db,
+            group_commit=settings.group_commit,
+            max_batch=settings.batch_max,
+            max_inflight=settings.batch_inflight,
+        )
+        upkeep = asyncio.create_task(
+            maintenance.run(
+                engine,
+                interval=settings.expiry_interval_seconds,
+                key_retention=settings.idempotency_retention_seconds,
+            )
+        )
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            await engine.queue.drain()
             await app.state.db.close()
             await app.state.redis.aclose()
 

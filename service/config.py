@@ -50,6 +50,11 @@ class Settings:
     max_batch_body_bytes: int = 2 * 1024 * 1024
     retry_after_seconds: int = 1
     shutdown_timeout_seconds: int = 10
+    group_commit: bool = True
+    batch_max: int = 512
+    batch_inflight: int = 1
+    expiry_interval_seconds: float = 1.0
+    idempotency_retention_seconds: int = 24 * 3600
 
     @property
     def is_dev(self) -> bool:
@@ -103,6 +108,16 @@ class Settings:
             db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
             db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
             statement_timeout_ms=_int(env, "TALLY_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
+            group_commit=env.get("TALLY_GROUP_COMMIT", "1") not in ("0", "false", "no"),
+            batch_max=max(1, _int(env, "TALLY_BATCH_MAX", d.batch_max)),
+            batch_inflight=max(1, _int(env, "TALLY_BATCH_INFLIGHT", d.batch_inflight)),
+            expiry_interval_seconds=_float(
+                env, "TALLY_EXPIRY_INTERVAL_SECONDS", d.expiry_interval_seconds
+            ),
+            idempotency_retention_seconds=max(
+                24 * 3600,
+                _int(env, "TALLY_IDEMPOTENCY_RETENTION_SECONDS", d.idempotency_retention_seconds),
+            ),
             shutdown_timeout_seconds=_int(
                 env, "TALLY_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds
             ),

@@ -7,6 +7,7 @@ characters) is checked by `fastpath.codec`.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -124,3 +125,99 @@ class ErrorEnvelope(Struct):
 class Health(Struct):
     status: str
     checks: dict[str, str] = {}
+
+
+# Transfers.
+
+Amount = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+Description = Annotated[str, Meta(max_length=500)]
+# Holds can wait at most 30 days before they expire.
+TimeoutSeconds = Annotated[int, Meta(ge=1, le=30 * 24 * 3600)]
+TransferStatus = Literal["posted", "pending", "voided", "expired"]
+
+
+class TransferCreate(Strict):
+    debit_account_id: uuid.UUID
+    credit_account_id: uuid.UUID
+    amount: Amount
+    currency: Currency
+    pending: bool = False
+    timeout_seconds: TimeoutSeconds | None = None
+    description: Description | None = None
+    metadata: Metadata = {}
+
+
+class TransferBatch(Strict):
+    transfers: Annotated[list[TransferCreate], Meta(min_length=1, max_length=1000)]
+    atomic: bool = True
+
+
+class PostPending(Strict):
+    amount: Amount | None = None
+
+
+class VoidPending(Strict):
+    pass
+
+
+class Transfer(Struct):
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency: str
+    status: TransferStatus
+    posted_amount: int | None
+    expires_at: datetime | None
+    description: str | None
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TransferEnvelope(Struct):
+    data: Transfer
+
+
+class TransferList(Struct):
+    data: list[Transfer]
+
+
+class TransferPage(Struct):
+    data: list[Transfer]
+    meta: PageMeta
+
+
+class BatchItem(Struct, omit_defaults=True):
+    status: int
+    data: Transfer | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResults(Struct):
+    data: list[BatchItem]
+
+
+class Entry(Struct):
+    id: str
+    transfer_id: str
+    kind: Literal["posted", "pending", "post", "void", "expire"]
+    amount: int
+    pending_amount: int
+    balance: Balance
+    created_at: datetime
+
+
+class EntryPage(Struct):
+    data: list[Entry]
+    meta: PageMeta
+
+
+class BalanceAt(Struct):
+    account_id: str
+    at: datetime
+    balance: Balance
+
+
+class BalanceEnvelope(Struct):
+    data: BalanceAt

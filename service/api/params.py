@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 
@@ -14,6 +15,8 @@ from service.errors import bad_request
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9_]{2,11}$")
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _bad(name: str, message: str) -> Exception:
@@ -58,3 +61,40 @@ def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
     if raw is not None and raw not in allowed:
         raise _bad(name, f"must be one of {', '.join(allowed)}")
     return raw
+
+
+def uuid_param(request: Request, name: str) -> uuid.UUID | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    value = parse_id(raw)
+    if value is None:
+        raise _bad(name, "must be a UUID")
+    return value
+
+
+def timestamp(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 instant with a time zone (e.g. 2026-01-01T00:00:00Z)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad(name, "must be an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        raise _bad(name, "must include a time zone, e.g. Z")
+    if not _MIN_TIME <= value <= _MAX_TIME:
+        raise _bad(name, "is out of range")
+    return value
+
+
+def int_cursor(request: Request) -> int | None:
+    """Cursor of a list keyed by an integer id (opaque to clients)."""
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    value = codec.decode_cursor(raw)
+    if value is None or value.int >= 2**63:
+        raise _bad("cursor", "is not a cursor this API returned")
+    return value.int

@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
+from fastpath import codec
 from service.db import accounts as sql
+from service.db import events
 from service.db.ids import new_id
 from service.db.pool import Database
 from service.ledger.errors import LedgerError, NotFound, VersionMismatch
@@ -26,8 +28,8 @@ _TRANSITIONS = {
 async def open_account(db: Database, tenant_id: uuid.UUID, spec: AccountCreate) -> tuple:
     """Create an account with zero balances; returns its row."""
     holder = msgspec.to_builtins(spec.holder) if spec.holder is not None else None
-    async with db.connection() as conn:
-        return await sql.insert(
+    async with db.connection() as conn, conn.transaction():
+        row = await sql.insert(
             conn,
             tenant_id,
             new_id(),
@@ -37,6 +39,8 @@ async def open_account(db: Database, tenant_id: uuid.UUID, spec: AccountCreate) 
             holder,
             spec.metadata,
         )
+        await events.append(conn, tenant_id, "account.created", _event_data(row))
+    return row
 
 
 async def get_account(db: Database, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:
@@ -82,7 +86,14 @@ async def update_account(
         changes = _changes(row, patch)
         if not changes:
             return row
-        return await sql.update(conn, tenant_id, account_id, changes)
+        updated = await sql.update(conn, tenant_id, account_id, changes)
+        await events.append(conn, tenant_id, "account.updated", _event_data(updated))
+        return updated
+
+
+def _event_data(row: tuple) -> dict[str, Any]:
+    # Events go to other systems: never with the holder's personal data.
+    return codec.account_to_dict(row, False)
 
 
 def _changes(row: tuple, patch: AccountPatch) -> dict[str, Any]:

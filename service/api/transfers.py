@@ -1,0 +1,345 @@
+"""Transfers: create (one or a batch), post or void a hold, read, list.
+
+Writes honour `Idempotency-Key`: the key is claimed before the work, and the
+reply is stored in the same transaction as the work, so a retry replays it
+and no key ever produces two transfers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fastpath import codec, kernel
+from service.api import params
+from service.api.decoding import decode_json, require_json
+from service.api.routing import Endpoint, QueryParam, json_response, reject_unknown_query
+from service.auth import scopes
+from service.auth.tokens import Principal
+from service.db.pool import DatabaseUnavailable
+from service.errors import ApiError, bad_request, field_error, not_found, unauthenticated
+from service.ledger import transfers as ledger
+from service.ledger.transfers import IdempotencyClaim, NewTransfer, NotCommitted, Outcome, Settle
+from service.schemas import (
+    PostPending,
+    TransferBatch,
+    TransferCreate,
+    TransferEnvelope,
+    TransferList,
+    TransferPage,
+    VoidPending,
+)
+
+_encode = msgspec.json.Encoder().encode
+_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+# How long a claimed key waits for its request before a retry may take over.
+# Far above any request's life (statement and pool timeouts bound those).
+LEASE_SECONDS = 60.0
+_STATUSES = ("posted", "pending", "voided", "expired")
+
+MESSAGES = {
+    "INSUFFICIENT_FUNDS": "The debit account's available balance would go below its floor.",
+    "CURRENCY_MISMATCH": "Both accounts must hold the transfer's currency.",
+    "SAME_ACCOUNT": "The debit and credit accounts must differ.",
+    "ACCOUNT_NOT_FOUND": "An account of the transfer does not exist.",
+    "ACCOUNT_NOT_ACTIVE": "Frozen accounts accept credits only; closed accounts accept nothing.",
+    "BALANCE_OVERFLOW": "The transfer would take a balance past the 64-bit range.",
+    "TRANSFER_NOT_FOUND": "No such transfer.",
+    "TRANSFER_NOT_PENDING": "The transfer is not pending (posted, voided or expired).",
+    "AMOUNT_EXCEEDS_PENDING": "The amount to post exceeds the pending amount.",
+    "BATCH_ABORTED": "Not applied: another transfer of this atomic batch failed.",
+}
+
+
+def _error(code: str, **details: Any) -> dict[str, Any]:
+    if code == "TRANSFER_NOT_FOUND":
+        code = "NOT_FOUND"
+    message = MESSAGES.get(code, MESSAGES["TRANSFER_NOT_FOUND"])
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _status(code: str) -> int:
+    return 404 if code == "TRANSFER_NOT_FOUND" else 422
+
+
+def _render_one(created: int) -> Callable[[list[Outcome]], tuple[int, bytes]]:
+    def render(outcomes: list[Outcome]) -> tuple[int, bytes]:
+        code, data = outcomes[0]
+        if code is not None:
+            return _status(code), _encode(_error(code))
+        return created, _encode({"data": data})
+
+    return render
+
+
+def _render_atomic(outcomes: list[Outcome]) -> tuple[int, bytes]:
+    for index, (code, _) in enumerate(outcomes):
+        if code is not None and code != "BATCH_ABORTED":
+            return 422, _encode(_error(code, index=index))
+    return 201, _encode({"data": [data for _, data in outcomes]})
+
+
+def _render_each(outcomes: list[Outcome]) -> tuple[int, bytes]:
+    items = [
+        {"status": 201, "data": data} if code is None else {"status": _status(code), **_error(code)}
+        for code, data in outcomes
+    ]
+    return 200, _encode({"data": items})
+
+
+def _new_transfer(body: TransferCreate, path: str = "") -> NewTransfer:
+    prefix = f"{path}." if path else ""
+    if body.debit_account_id == body.credit_account_id:
+        raise field_error(
+            422, "SAME_ACCOUNT",
+            [{"field": f"{prefix}credit_account_id", "message": "must differ from the debit"}],
+            MESSAGES["SAME_ACCOUNT"],
+        )  # fmt: skip
+    if body.timeout_seconds is not None and not body.pending:
+        raise field_error(
+            422, "VALIDATION_ERROR",
+            [{"field": f"{prefix}timeout_seconds", "message": "applies only with pending: true"}],
+            "The request breaks a validation rule.",
+        )  # fmt: skip
+    return NewTransfer(
+        debit_account_id=body.debit_account_id,
+        credit_account_id=body.credit_account_id,
+        amount=body.amount,
+        currency=body.currency,
+        pending=body.pending,
+        timeout_seconds=body.timeout_seconds,
+        description=body.description,
+        metadata=body.metadata,
+    )
+
+
+async def _submit(
+    request: Request,
+    principal: Principal,
+    body: msgspec.Struct,
+    ops: list[NewTransfer | Settle],
+    render: Callable[[list[Outcome]], tuple[int, bytes]],
+    atomic: bool = False,
+) -> Response:
+    engine = request.app.state.transfers
+    work = ledger.Request(principal.tenant_id, ops, atomic=atomic, render=render)
+    key = request.headers.get("idempotency-key")
+    claim = None
+    if key is not None:
+        claim = _claim(principal, key)
+        digest = _fingerprint(request, body)
+        existing = await ledger.claim_key(
+            engine.db, principal.tenant_id, claim, digest, LEASE_SECONDS
+        )
+        if existing is not None:
+            return _replay(existing, digest)
+        work.claim = claim
+    try:
+        outcomes = await engine.submit(work)
+    except NotCommitted as failure:
+        if claim is not None:
+            await _release(engine, principal, claim)
+        raise failure.cause from None
+    status, payload = render(outcomes)
+    return Response(payload, status, media_type="application/json")
+
+
+def _claim(principal: Principal, key: str) -> IdempotencyClaim:
+    if not _KEY.match(key):
+        raise bad_request(
+            "Invalid Idempotency-Key.",
+            [
+                {
+                    "field": "Idempotency-Key",
+                    "message": "must be 1 to 255 printable ASCII characters",
+                }
+            ],
+        )
+    try:
+        client_id = uuid.UUID(principal.client_id)
+    except ValueError:
+        raise unauthenticated() from None
+    return IdempotencyClaim(client_id, key)
+
+
+def _fingerprint(request: Request, body: msgspec.Struct) -> bytes:
+    """Same key with another route or another body is a different request."""
+    canonical = msgspec.json.encode(body)
+    return hashlib.sha256(request.url.path.encode() + b"\0" + canonical).digest()
+
+
+def _replay(existing: tuple, digest: bytes) -> Response:
+    state, stored_digest, status, payload = existing
+    if bytes(stored_digest) != digest:
+        raise ApiError(
+            409, "IDEMPOTENCY_KEY_REUSED",
+            "This Idempotency-Key was used with a different request.",
+        )  # fmt: skip
+    if state != "done":
+        raise ApiError(
+            409, "IDEMPOTENCY_KEY_IN_USE",
+            "A request with this Idempotency-Key is still in flight; retry shortly.",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+    return Response(
+        bytes(payload), status, media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )  # fmt: skip
+
+
+async def _release(engine: Any, principal: Principal, claim: IdempotencyClaim) -> None:
+    # Nothing was written, so a retry with this key may run at once. If the
+    # database is down this fails too, and the lease expires instead.
+    with contextlib.suppress(DatabaseUnavailable):
+        await ledger.release_key(engine.db, principal.tenant_id, claim)
+
+
+async def create_transfer(request: Request, principal: Principal) -> Response:
+    require_json(request)
+    body = decode_json(await request.body(), TransferCreate)
+    return await _submit(request, principal, body, [_new_transfer(body)], _render_one(201))
+
+
+async def create_batch(request: Request, principal: Principal) -> Response:
+    require_json(request)
+    body = decode_json(await request.body(), TransferBatch)
+    ops: list[NewTransfer | Settle] = [
+        _new_transfer(item, f"transfers[{i}]") for i, item in enumerate(body.transfers)
+    ]
+    render = _render_atomic if body.atomic else _render_each
+    return await _submit(request, principal, body, ops, render, atomic=body.atomic)
+
+
+async def _optional_body(request: Request, kind: type) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return kind()
+    require_json(request)
+    return decode_json(raw, kind)
+
+
+async def post_transfer(request: Request, principal: Principal) -> Response:
+    transfer_id = params.path_id(request)
+    body = await _optional_body(request, PostPending)
+    op = Settle(transfer_id, kernel.POST, body.amount)
+    return await _submit(request, principal, body, [op], _render_one(200))
+
+
+async def void_transfer(request: Request, principal: Principal) -> Response:
+    transfer_id = params.path_id(request)
+    body = await _optional_body(request, VoidPending)
+    op = Settle(transfer_id, kernel.VOID)
+    return await _submit(request, principal, body, [op], _render_one(200))
+
+
+async def get_transfer(request: Request, principal: Principal) -> Response:
+    transfer_id = params.path_id(request)
+    row = await ledger.get_transfer(request.app.state.db, principal.tenant_id, transfer_id)
+    if row is None:
+        raise not_found("transfer")
+    return json_response({"data": ledger.transfer_dict(row)})
+
+
+async def list_transfers(request: Request, principal: Principal) -> Response:
+    reject_unknown_query(request, ("limit", "cursor", "account_id", "status", "from", "to"))
+    limit = params.limit(request)
+    rows, has_more = await ledger.list_transfers(
+        request.app.state.db,
+        principal.tenant_id,
+        limit=limit,
+        before=params.cursor(request),
+        account_id=params.uuid_param(request, "account_id"),
+        status=params.choice(request, "status", _STATUSES),
+        created_from=params.timestamp(request, "from"),
+        created_to=params.timestamp(request, "to"),
+    )
+    next_cursor = codec.encode_cursor(rows[-1][0]) if has_more else None
+    return json_response(
+        {
+            "data": [ledger.transfer_dict(r) for r in rows],
+            "meta": {"limit": limit, "has_more": has_more, "next_cursor": next_cursor},
+        }
+    )
+
+
+_WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)
+_LIST_QUERY = (
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
+    QueryParam("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    QueryParam("account_id", {"type": "string", "format": "uuid"}, "either side"),
+    QueryParam("status", {"type": "string", "enum": list(_STATUSES)}),
+    QueryParam("from", {"type": "string", "format": "date-time"}, "created at or after"),
+    QueryParam("to", {"type": "string", "format": "date-time"}, "created before"),
+)
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/transfers",
+        create_transfer,
+        "Move money (optionally as a pending hold)",
+        scope=scopes.LEDGER_WRITE,
+        body=TransferCreate,
+        response=TransferEnvelope,
+        status=201,
+        errors=_WRITE_ERRORS,
+    ),
+    Endpoint(
+        "GET",
+        "/api/transfers",
+        list_transfers,
+        "List transfers, newest first",
+        scope=scopes.LEDGER_READ,
+        response=TransferPage,
+        query=_LIST_QUERY,
+        errors=(400, 401, 403),
+    ),
+    Endpoint(
+        "POST",
+        "/api/transfers/batch",
+        create_batch,
+        "Up to 1000 transfers: atomic (201 or 422 with the failing index) or not (200)",
+        scope=scopes.LEDGER_WRITE,
+        body=TransferBatch,
+        response=TransferList,
+        status=201,
+        errors=_WRITE_ERRORS,
+    ),
+    Endpoint(
+        "GET",
+        "/api/transfers/{id}",
+        get_transfer,
+        "One transfer",
+        scope=scopes.LEDGER_READ,
+        response=TransferEnvelope,
+        errors=(400, 401, 403, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/api/transfers/{id}/post",
+        post_transfer,
+        "Post a pending transfer (optionally part of it; the rest is released)",
+        scope=scopes.LEDGER_WRITE,
+        body=PostPending,
+        response=TransferEnvelope,
+        errors=_WRITE_ERRORS,
+    ),
+    Endpoint(
+        "POST",
+        "/api/transfers/{id}/void",
+        void_transfer,
+        "Void a pending transfer",
+        scope=scopes.LEDGER_WRITE,
+        body=VoidPending,
+        response=TransferEnvelope,
+        errors=_WRITE_ERRORS,
+    ),
+]

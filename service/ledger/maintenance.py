@@ -1,0 +1,59 @@
+"""Background upkeep in each worker: expire due holds, purge old idempotency keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+
+from fastpath import kernel
+from service.db import idempotency as idem_sql
+from service.db import transfers as sql
+from service.db.pool import DatabaseUnavailable
+from service.ledger.transfers import NewTransfer, NotCommitted, Request, Settle, TransferEngine
+
+log = logging.getLogger("tally.maintenance")
+
+EXPIRY_BATCH = 1000
+
+
+async def expire_due(engine: TransferEngine) -> int:
+    """Expire every hold past its expires_at; returns how many this call expired.
+
+    Expiry goes through the same group commit as posts and voids, so whichever
+    of post, void or expiry is applied first wins and the hold is released once.
+    """
+    async with engine.db.connection() as conn:
+        due = await sql.due_holds(conn, EXPIRY_BATCH)
+    by_tenant: dict[uuid.UUID, list[NewTransfer | Settle]] = defaultdict(list)
+    for tenant_id, transfer_id in due:
+        by_tenant[tenant_id].append(Settle(transfer_id, kernel.EXPIRE))
+    results = await asyncio.gather(
+        *(engine.submit(Request(tenant_id, ops)) for tenant_id, ops in by_tenant.items())
+    )
+    return sum(code is None for outcomes in results for code, _ in outcomes)
+
+
+async def purge_keys(engine: TransferEngine, retention_seconds: float) -> int:
+    async with engine.db.connection() as conn:
+        return await idem_sql.purge(conn, retention_seconds)
+
+
+async def run(
+    engine: TransferEngine, *, interval: float, key_retention: float, purge_every: float = 300.0
+) -> None:
+    """Loop until cancelled; an outage only pauses the work."""
+    next_purge = time.monotonic() + purge_every
+    while True:
+        try:
+            await expire_due(engine)
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + purge_every
+                await purge_keys(engine, key_retention)
+        except (DatabaseUnavailable, NotCommitted):
+            pass
+        except Exception:
+            log.exception("maintenance pass failed")
+        await asyncio.sleep(interval)
