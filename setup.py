@@ -9,7 +9,6 @@ from setuptools import Extension, setup
 
 EXTENSIONS = [
     Extension("fastpath._codec_c", ["fastpath/_codec_c.pyx"]),
-    Extension("fastpath._kernel_c", ["fastpath/_kernel_c.pyx"]),
 ]
 
 setup(
