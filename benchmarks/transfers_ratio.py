@@ -115,7 +115,7 @@ def serve(database_url: str, redis_url: str, workers: int, **env_extra: str) -> 
 
 def _run_server(env: dict[str, str], port: int, log: Any) -> Iterator[int]:
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=None if os.environ.get("TALLY_BENCH_SERVER_LOG") else log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -190,7 +190,7 @@ def _replay(existing: tuple, digest: bytes) -> Response:
             headers={"Retry-After": "1"},
         )  # fmt: skip
     return Response(
-        bytes(payload), status, media_type="application/json",
+        payload.encode(), status, media_type="application/json",
         headers={"Idempotent-Replayed": "true"},
     )  # fmt: skip
 

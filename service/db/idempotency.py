@@ -61,21 +61,6 @@ async def release(
     )
 
 
-async def complete(
-    conn: psycopg.AsyncConnection,
-    tenant_id: uuid.UUID,
-    client_id: uuid.UUID,
-    key: str,
-    status: int,
-    body: bytes,
-) -> None:
-    await conn.execute(
-        "UPDATE idempotency_keys SET state = 'done', response_status = %s, response_body = %s"
-        " WHERE tenant_id = %s AND client_id = %s AND key = %s",
-        (status, body, tenant_id, client_id, key),
-    )
-
-
 async def purge(conn: psycopg.AsyncConnection, older_than_seconds: float) -> int:
     """Delete keys older than the retention; returns how many."""
     cur = await conn.execute(

@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import psycopg
 
 from fastpath import kernel
 from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
-from service.db.json import jsonb
 from service.db.pool import Database, DatabaseUnavailable
 from service.ledger.batcher import GroupCommit
 
 log = logging.getLogger("tally.transfers")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_encode = msgspec.json.Encoder().encode
 _EVENT_TYPES = {
     "posted": "transfer.posted",
     "post": "transfer.posted",
@@ -202,8 +203,7 @@ async def _apply(conn: psycopg.AsyncConnection, requests: list[Request]) -> list
     if account_keys:
         for row in await sql.lock_accounts(conn, sorted(account_keys)):
             accounts[(row[0], row[1])] = list(row[2:])
-    tenant_ids = sorted({r.tenant_id for r in requests})
-    event_seq, ts = await sql.lock_tenants(conn, tenant_ids)
+    ts = await sql.clock(conn)
     now_us = _micros(ts)
 
     ops, new_by_key = _kernel_ops(requests, now_us, ts)
@@ -211,7 +211,7 @@ async def _apply(conn: psycopg.AsyncConnection, requests: list[Request]) -> list
 
     writes = _Writes(ts)
     for effect in effects:
-        writes.add(effect, new_by_key, transfers, event_seq)
+        writes.add(effect, new_by_key, transfers)
     for key in writes.touched:
         writes.account(key, accounts[key])
     outcomes = _outcomes(requests, results, ops, transfers)
@@ -219,9 +219,7 @@ async def _apply(conn: psycopg.AsyncConnection, requests: list[Request]) -> list
         if request.claim is not None and request.render is not None:
             status, body = request.render(request_outcomes)
             writes.reply(request.tenant_id, request.claim, status, body)
-    for tenant_id, seq in event_seq.items():
-        writes.sequence(tenant_id, seq)
-    await sql.write_batch(conn, writes.params)
+    await sql.write_batch(conn, writes.ts, writes.tables())
     return outcomes
 
 
@@ -269,32 +267,36 @@ def _outcomes(
 
 
 class _Writes:
-    """Columns (parameter arrays) of the one write statement of a batch."""
+    """The rows of a batch's one write statement, per table (see db.transfers._WRITE)."""
 
     def __init__(self, ts: datetime) -> None:
         self.ts = ts
         self.touched: dict[tuple[uuid.UUID, uuid.UUID], None] = {}
-        names = (
-            "nt_tenant nt_id nt_debit nt_credit nt_amount nt_currency nt_status nt_posted"
-            " nt_expires nt_description nt_metadata nt_debit_after nt_credit_after"
-            " st_tenant st_id st_status st_posted"
-            " en_tenant en_account en_transfer en_kind en_amount en_pending en_posted_after"
-            " en_pd_after en_pc_after ac_tenant ac_id ac_posted ac_pd ac_pc sq_tenant sq_seq"
-            " ev_tenant ev_id ev_seq ev_type ev_data ik_tenant ik_client ik_key ik_status ik_body"
-        )
-        self.params: dict[str, Any] = {name: [] for name in names.split()}
-        self.params["ts"] = ts
+        self.transfers: list[dict[str, Any]] = []
+        self.settled: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
+        self.accounts: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
+        self.event_counts: dict[uuid.UUID, int] = {}
 
-    def _push(self, **values: Any) -> None:
-        for name, value in values.items():
-            self.params[name].append(value)
+    def tables(self) -> dict[str, bytes]:
+        counts = [{"t": t, "n": n} for t, n in sorted(self.event_counts.items())]
+        return {
+            "transfers": _encode(self.transfers),
+            "settled": _encode(self.settled),
+            "entries": _encode(self.entries),
+            "accounts": _encode(self.accounts),
+            "counts": _encode(counts),
+            "events": _encode(self.events),
+            "replies": _encode(self.replies),
+        }
 
     def add(
         self,
         effect: tuple[Any, ...],
         new_by_key: dict[tuple[uuid.UUID, uuid.UUID], NewTransfer],
         transfers: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]],
-        event_seq: dict[uuid.UUID, int],
     ) -> None:
         (_, kind, key, debit_key, credit_key, amount, posted_amount,
          d_posted, d_pd, d_pc, c_posted, c_pd, c_pc) = effect  # fmt: skip
@@ -305,13 +307,12 @@ class _Writes:
             if op.pending and op.timeout_seconds is not None:
                 expires = self.ts + timedelta(seconds=op.timeout_seconds)
             status = "posted" if kind == "posted" else "pending"
-            self._push(
-                nt_tenant=tenant_id, nt_id=transfer_id, nt_debit=op.debit_account_id,
-                nt_credit=op.credit_account_id, nt_amount=amount, nt_currency=op.currency,
-                nt_status=status, nt_posted=posted_amount, nt_expires=expires,
-                nt_description=op.description, nt_metadata=jsonb(op.metadata),
-                nt_debit_after=d_posted, nt_credit_after=c_posted,
-            )  # fmt: skip
+            self.transfers.append({
+                "t": tenant_id, "i": transfer_id, "d": op.debit_account_id,
+                "c": op.credit_account_id, "a": amount, "cu": op.currency, "s": status,
+                "p": posted_amount, "e": expires, "de": op.description, "m": op.metadata,
+                "da": d_posted, "ca": c_posted,
+            })  # fmt: skip
             transfers[key] = {
                 "id": str(transfer_id), "debit_account_id": str(op.debit_account_id),
                 "credit_account_id": str(op.credit_account_id), "amount": amount,
@@ -321,8 +322,7 @@ class _Writes:
             }  # fmt: skip
         else:
             status = _STATUS_AFTER[kind]
-            self._push(st_tenant=tenant_id, st_id=transfer_id, st_status=status,
-                       st_posted=posted_amount)  # fmt: skip
+            self.settled.append({"t": tenant_id, "i": transfer_id, "s": status, "p": posted_amount})
             data = transfers[key]
             data["status"], data["posted_amount"] = status, posted_amount
             data["updated_at"] = self.ts
@@ -334,34 +334,33 @@ class _Writes:
             debit_pending = credit_pending = 0
         else:  # the hold is released (and for "post", moved)
             debit_pending, credit_pending = amount, -amount
-        for account_key, posted_delta, pending_delta, after in (
-            (debit_key, -moved, debit_pending, (d_posted, d_pd, d_pc)),
-            (credit_key, moved, credit_pending, (c_posted, c_pd, c_pc)),
+        for account_key, posted_delta, pending_delta, po, pd, pc in (
+            (debit_key, -moved, debit_pending, d_posted, d_pd, d_pc),
+            (credit_key, moved, credit_pending, c_posted, c_pd, c_pc),
         ):
-            self._push(
-                en_tenant=tenant_id, en_account=account_key[1], en_transfer=transfer_id,
-                en_kind=kind, en_amount=posted_delta, en_pending=pending_delta,
-                en_posted_after=after[0], en_pd_after=after[1], en_pc_after=after[2],
-            )  # fmt: skip
+            self.entries.append({
+                "t": tenant_id, "ac": account_key[1], "i": transfer_id, "k": kind,
+                "a": posted_delta, "pa": pending_delta, "po": po, "pd": pd, "pc": pc,
+            })  # fmt: skip
             self.touched[account_key] = None
-        event_seq[tenant_id] += 1
-        self._push(
-            ev_tenant=tenant_id, ev_id=new_id(), ev_seq=event_seq[tenant_id],
-            ev_type=_EVENT_TYPES[kind], ev_data=jsonb(dict(transfers[key])),
-        )  # fmt: skip
+        count = self.event_counts[tenant_id] = self.event_counts.get(tenant_id, 0) + 1
+        self.events.append({
+            "t": tenant_id, "i": new_id(), "n": count, "k": _EVENT_TYPES[kind],
+            "d": dict(transfers[key]),
+        })  # fmt: skip
 
     def account(self, key: tuple[uuid.UUID, uuid.UUID], state: list[Any]) -> None:
-        self._push(ac_tenant=key[0], ac_id=key[1], ac_posted=state[0], ac_pd=state[1],
-                   ac_pc=state[2])  # fmt: skip
-
-    def sequence(self, tenant_id: uuid.UUID, seq: int) -> None:
-        self._push(sq_tenant=tenant_id, sq_seq=seq)
+        self.accounts.append(
+            {"t": key[0], "i": key[1], "po": state[0], "pd": state[1], "pc": state[2]}
+        )
 
     def reply(
         self, tenant_id: uuid.UUID, claim: IdempotencyClaim, status: int, body: bytes
     ) -> None:
-        self._push(ik_tenant=tenant_id, ik_client=claim.client_id, ik_key=claim.key,
-                   ik_status=status, ik_body=body)  # fmt: skip
+        self.replies.append({
+            "t": tenant_id, "c": claim.client_id, "k": claim.key, "s": status,
+            "b": body.decode(),
+        })  # fmt: skip
 
 
 async def claim_key(

@@ -7,6 +7,9 @@ ALTER TABLE tenants ADD COLUMN event_seq bigint NOT NULL DEFAULT 0;
 -- Lets transfers reference (account, currency), so the database itself
 -- guarantees both sides of a transfer are in the transfer's currency.
 ALTER TABLE accounts ADD CONSTRAINT accounts_currency_key UNIQUE (tenant_id, id, currency);
+-- Balance updates touch no indexed column: leave room on each page so they
+-- stay HOT (no index writes).
+ALTER TABLE accounts SET (fillfactor = 70);
 
 CREATE TABLE transfers (
     tenant_id             uuid NOT NULL,
@@ -54,9 +57,9 @@ CREATE TABLE entries (
     pending_debits_after   bigint NOT NULL,
     pending_credits_after  bigint NOT NULL,
     created_at             timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, id),
-    FOREIGN KEY (tenant_id, transfer_id) REFERENCES transfers (tenant_id, id),
-    FOREIGN KEY (tenant_id, account_id) REFERENCES accounts (tenant_id, id)
+    -- No foreign keys here: entries are written only by the batch that writes
+    -- their transfer, and a per-row FK check doubled the cost of each batch.
+    PRIMARY KEY (tenant_id, id)
 );
 
 CREATE INDEX entries_by_account ON entries (tenant_id, account_id, id DESC);
@@ -69,7 +72,7 @@ CREATE TABLE idempotency_keys (
     state            text NOT NULL CHECK (state IN ('in_flight', 'done')),
     locked_until     timestamptz NOT NULL,
     response_status  integer,
-    response_body    bytea,
+    response_body    text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, client_id, key)
 );
@@ -77,7 +80,7 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 
 CREATE TABLE events (
-    tenant_id   uuid NOT NULL REFERENCES tenants (id),
+    tenant_id   uuid NOT NULL,
     id          uuid NOT NULL,
     sequence    bigint NOT NULL,
     type        text NOT NULL,
