@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
             await engine.queue.drain()
+            logging.getLogger("tally.batcher").info("group commit: %s", engine.queue.stats())
             await app.state.db.close()
             await app.state.redis.aclose()
 

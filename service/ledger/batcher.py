@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -47,6 +48,7 @@ class GroupCommit(Generic[Req, Res]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.requests = 0
+        self.flush_seconds = 0.0
 
     async def submit(self, request: Req) -> Res:
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
@@ -77,6 +79,7 @@ class GroupCommit(Generic[Req, Res]):
         return batch
 
     async def _commit(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
+        started = time.perf_counter()
         try:
             results = await self._flush([request for request, _ in batch])
         except BaseException as exc:
@@ -88,6 +91,7 @@ class GroupCommit(Generic[Req, Res]):
         else:
             self.batches += 1
             self.requests += len(batch)
+            self.flush_seconds += time.perf_counter() - started
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
@@ -99,6 +103,14 @@ class GroupCommit(Generic[Req, Res]):
                     future.set_result(result)
         finally:
             self._slots.release()
+
+    def stats(self) -> str:
+        if not self.batches:
+            return "no batches"
+        return (
+            f"{self.batches} batches, {self.requests / self.batches:.1f} requests each,"
+            f" {self.flush_seconds / self.batches * 1000:.2f} ms each"
+        )
 
     async def drain(self) -> None:
         """Wait until every queued request has been committed (for shutdown)."""
