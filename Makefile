@@ -30,6 +30,7 @@ test: install
 
 bench: install
 	$(PY) -m pytest -q benchmarks $(PYTEST_ARGS)
+	$(PY) -m benchmarks.transfers_ratio
 
 load: install
 	$(PY) -m pip install -q --disable-pip-version-check 'locust>=2.20'
