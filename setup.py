@@ -9,6 +9,7 @@ from setuptools import Extension, setup
 
 EXTENSIONS = [
     Extension("fastpath._codec_c", ["fastpath/_codec_c.pyx"]),
+    Extension("fastpath._kernel_c", ["fastpath/_kernel_c.pyx"]),
 ]
 
 setup(
