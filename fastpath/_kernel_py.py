@@ -99,6 +99,7 @@ def decide(
             results[i] = code
             i = end
             group = -1
+            undo = None
             continue
         results[i] = code
         i += 1

@@ -116,6 +116,9 @@ def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
 
 def _collect(raw: Any, kind: Any, prefix: str) -> list[dict[str, str]]:
     """Validate each field on its own so that every failing one is reported."""
+    item_type = _list_item_struct(kind)
+    if isinstance(raw, list) and item_type is not None:
+        return _collect_items(raw, kind, item_type, prefix)
     if not isinstance(raw, dict) or not _is_struct(kind):
         try:
             msgspec.convert(raw, kind)
@@ -138,6 +141,31 @@ def _collect(raw: Any, kind: Any, prefix: str) -> list[dict[str, str]]:
         sub_type = _field_type(kind, field.name, raw[name])
         errors.extend(_collect(raw[name], sub_type, _join(prefix, name)))
     return errors
+
+
+def _collect_items(raw: list[Any], kind: Any, item_type: type, prefix: str) -> list[dict[str, str]]:
+    try:
+        msgspec.convert(raw, kind)
+        return []
+    except msgspec.ValidationError as exc:
+        sub, text = _field_path(str(exc))
+        if not sub.startswith("["):  # the list itself is at fault (e.g. its length)
+            return [{"field": _join(prefix, sub), "message": text}]
+    errors: list[dict[str, str]] = []
+    for i, item in enumerate(raw):
+        errors.extend(_collect(item, item_type, f"{prefix}[{i}]"))
+    return errors
+
+
+def _list_item_struct(kind: Any) -> type | None:
+    """The Struct type of the items when `kind` is list[SomeStruct] (maybe Annotated)."""
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if _is_struct(item):
+            return item
+    return None
 
 
 def _is_struct(kind: Any) -> bool:

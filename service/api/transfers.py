@@ -97,7 +97,8 @@ def _render_each(outcomes: list[Outcome]) -> tuple[int, bytes]:
 
 def _new_transfer(body: TransferCreate, path: str = "") -> NewTransfer:
     prefix = f"{path}." if path else ""
-    if body.debit_account_id == body.credit_account_id:
+    # In a batch the kernel reports SAME_ACCOUNT per item (with its index).
+    if not path and body.debit_account_id == body.credit_account_id:
         raise field_error(
             422, "SAME_ACCOUNT",
             [{"field": f"{prefix}credit_account_id", "message": "must differ from the debit"}],
@@ -153,7 +154,7 @@ async def _submit(
 
 
 def _claim(principal: Principal, key: str) -> IdempotencyClaim:
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise bad_request(
             "Invalid Idempotency-Key.",
             [

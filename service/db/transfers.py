@@ -35,7 +35,8 @@ FOR UPDATE OF a
 # Every write of a batch in one statement (data-modifying CTEs): one round
 # trip, and each table's rows arrive as one JSON array (msgspec encodes it far
 # faster than per-element array parameters). The tenants' event counters are
-# locked here, as late as possible: they serialise a tenant's batches.
+# locked here, as late as possible: they serialise a tenant's batches. Event
+# times are read after that lock, so they follow the sequence.
 _WRITE = """
 WITH new_transfers AS (
     INSERT INTO transfers (tenant_id, id, debit_account_id, credit_account_id, amount,
@@ -74,7 +75,7 @@ sequences AS (
 ),
 new_events AS (
     INSERT INTO events (tenant_id, id, sequence, type, data, created_at)
-    SELECT v.t, v.i, s.base + v.n, v.k, v.d, %(ts)s
+    SELECT v.t, v.i, s.base + v.n, v.k, v.d, clock_timestamp()
     FROM json_to_recordset(%(events)s::json) AS v(t uuid, i uuid, n bigint, k text, d jsonb)
     JOIN sequences s ON s.id = v.t
 ),

@@ -43,6 +43,7 @@ async def balance_at(
         if at is None:
             return row[5], row[6], row[7], datetime.now(UTC)
         found = await sql.balance_at(conn, tenant_id, account_id, at)
+    at = at.astimezone(UTC)
     if found is None:  # before the account's first change (or before it existed)
         return 0, 0, 0, at
     return found[0], found[1], found[2], at
