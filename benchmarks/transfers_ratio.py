@@ -114,8 +114,10 @@ def serve(database_url: str, redis_url: str, workers: int, **env_extra: str) -> 
 
 
 def _run_server(env: dict[str, str], port: int, log: Any) -> Iterator[int]:
+    # TALLY_BENCH_SERVER_LOG=1 shows the server's log (e.g. group commit stats).
+    out = None if os.environ.get("TALLY_BENCH_SERVER_LOG") else log
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env,
-                            stdout=None if os.environ.get("TALLY_BENCH_SERVER_LOG") else log, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while True:
