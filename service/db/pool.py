@@ -11,6 +11,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger("tally.db")
 
+# Errors that roll a transaction back whole, so running it again is safe.
+RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached (or timed out); the caller should answer 503."""
@@ -67,6 +70,8 @@ class Database:
             async with self.pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            if isinstance(exc, RETRYABLE):
+                raise  # deadlock or serialization failure: the caller may retry
             if isinstance(exc, psycopg.errors.QueryCanceled):
                 raise DatabaseUnavailable("statement timeout") from exc
             if not self.down:

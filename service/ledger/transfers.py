@@ -24,7 +24,7 @@ from fastpath import kernel
 from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
-from service.db.pool import Database, DatabaseUnavailable
+from service.db.pool import RETRYABLE, Database, DatabaseUnavailable
 from service.ledger.batcher import GroupCommit
 
 log = logging.getLogger("tally.transfers")
@@ -39,6 +39,7 @@ _EVENT_TYPES = {
     "expire": "transfer.expired",
 }
 _STATUS_AFTER = {"post": "posted", "void": "voided", "expire": "expired"}
+_RETRIES = 3
 
 
 @dataclass(slots=True)
@@ -157,17 +158,29 @@ class TransferEngine:
             return results
 
     async def _transaction(self, requests: list[Request]) -> list[list[Outcome]]:
-        """Apply and commit; a failure before COMMIT is raised as NotCommitted."""
-        applied = False
-        try:
-            async with self.db.connection() as conn, conn.transaction():
-                outcomes = await _apply(conn, requests)
-                applied = True
-        except Exception as exc:
-            if applied:  # COMMIT itself failed: the outcome is unknown
-                raise
-            raise NotCommitted(exc) from exc
-        return outcomes
+        """Apply and commit; a failure before COMMIT is raised as NotCommitted.
+
+        A deadlock (batches spanning several tenants can meet on their event
+        counters) or serialization failure rolls back everything, so the
+        batch is simply run again.
+        """
+        for attempt in range(_RETRIES):
+            applied = False
+            try:
+                async with self.db.connection() as conn, conn.transaction():
+                    outcomes = await _apply(conn, requests)
+                    applied = True
+            except RETRYABLE as exc:
+                if applied or attempt == _RETRIES - 1:
+                    raise NotCommitted(exc) from exc
+                log.warning("batch rolled back (%s); retrying", exc.sqlstate)
+                continue
+            except Exception as exc:
+                if applied:  # COMMIT itself failed: the outcome is unknown
+                    raise
+                raise NotCommitted(exc) from exc
+            return outcomes
+        raise AssertionError("unreachable")
 
 
 class NotCommitted(Exception):
