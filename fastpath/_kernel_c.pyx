@@ -42,7 +42,7 @@ credit_pending_credits) with both accounts' balances after it; kind is one of
 hold past expires_at first emits an "expire" effect, then fails with
 TRANSFER_NOT_PENDING, so a hold is released exactly once.
 
-Where the time goes instead: the loop, the rules and the effect tuples are C, and
+What this twin does differently: the loop, the rules and the effect tuples are C, and
 balances, amounts and limits that are exact ints within the signed 64-bit range (all
 of them, in practice) are checked and updated as C integers, every overflow being
 tested before the arithmetic, so nothing ever wraps. Any other number (a bool, an int
@@ -52,7 +52,6 @@ input. `accounts` and `pendings` must be dicts and the states lists, as document
 above (they are used through the dict and list C API).
 """
 
-cimport cython
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t
 
 
@@ -149,9 +148,8 @@ def decide(ops, dict accounts not None, dict pendings not None, now_us):
                 results[j] = GROUP_FAILED
             results[i] = code
             i = end
-            # As in the pure twin, `undo` is left as it is here (see tests/fastpath/
-            # test_kernel.py::test_lone_operations_after_an_aborted_group_are_independent).
             group = -1
+            undo = None
             continue
         results[i] = code
         i += 1
@@ -323,7 +321,7 @@ cdef object _new_transfer(
         debit[_PD] += amount
         credit[_PC] += amount
     if undo is not None:
-        _remember(undo, pendings, transfer_key, None)
+        _remember(undo, pendings, transfer_key, pendings.get(transfer_key))
     pendings[transfer_key] = [debit_key, credit_key, amount, "pending", expires_at]
     effects.append(
         _effect(index, "pending", transfer_key, debit_key, credit_key, amount, None, debit, credit)
