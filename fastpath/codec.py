@@ -8,8 +8,9 @@ the compiled module is not built. `IMPLEMENTATION` says which one loaded: "c" or
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Literal
+
+from fastpath import _select
 
 __all__ = [
     "ACCOUNT_COLUMNS",
@@ -21,19 +22,14 @@ __all__ = [
     "has_control_char",
 ]
 
-NO_EXTENSIONS = os.environ.get("TALLY_NO_EXTENSIONS", "") not in ("", "0")
-
 IMPLEMENTATION: Literal["c", "py"]
 
-if TYPE_CHECKING or NO_EXTENSIONS:
+if TYPE_CHECKING:  # the pure twin carries the annotations
     import fastpath._codec_py as _impl
 else:
-    try:
-        import fastpath._codec_c as _impl
-    except ImportError:
-        import fastpath._codec_py as _impl
+    _impl = _select.load("fastpath._codec_c", "fastpath._codec_py")
 
-IMPLEMENTATION = "c" if _impl.__name__.endswith("_c") else "py"
+IMPLEMENTATION = _select.implementation(_impl)  # type: ignore[assignment]
 ACCOUNT_COLUMNS = _impl.ACCOUNT_COLUMNS
 account_to_dict = _impl.account_to_dict
 control_char_fields = _impl.control_char_fields

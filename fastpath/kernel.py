@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Literal
+
+from fastpath import _select
 
 __all__ = ["EXPIRE", "IMPLEMENTATION", "PENDING", "POST", "TRANSFER", "VOID", "decide"]
 
-NO_EXTENSIONS = os.environ.get("TALLY_NO_EXTENSIONS", "") not in ("", "0")
-
 IMPLEMENTATION: Literal["c", "py"]
 
-if TYPE_CHECKING or NO_EXTENSIONS:
+if TYPE_CHECKING:  # the pure twin carries the annotations
     import fastpath._kernel_py as _impl
 else:
-    try:
-        import fastpath._kernel_c as _impl
-    except ImportError:
-        import fastpath._kernel_py as _impl
+    _impl = _select.load("fastpath._kernel_c", "fastpath._kernel_py")
 
-IMPLEMENTATION = "c" if _impl.__name__.endswith("_c") else "py"
+IMPLEMENTATION = _select.implementation(_impl)  # type: ignore[assignment]
 TRANSFER = _impl.TRANSFER
 PENDING = _impl.PENDING
 POST = _impl.POST

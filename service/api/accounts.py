@@ -8,7 +8,13 @@ from starlette.responses import Response
 from fastpath import codec
 from service.api import params
 from service.api.decoding import decode_body
-from service.api.routing import Endpoint, QueryParam, json_response, reject_unknown_query
+from service.api.routing import (
+    Endpoint,
+    QueryParam,
+    json_response,
+    page_response,
+    reject_unknown_query,
+)
 from service.auth import scopes
 from service.auth.tokens import Principal
 from service.ledger import accounts as ledger
@@ -47,13 +53,8 @@ async def list_accounts(request: Request, principal: Principal) -> Response:
         status=params.choice(request, "status", _STATUSES),
     )
     show_holder = scopes.PII_READ in principal.scopes
-    next_cursor = codec.encode_cursor(rows[-1][0]) if has_more else None
-    return json_response(
-        {
-            "data": [codec.account_to_dict(r, show_holder) for r in rows],
-            "meta": {"limit": limit, "has_more": has_more, "next_cursor": next_cursor},
-        }
-    )
+    data = [codec.account_to_dict(r, show_holder) for r in rows]
+    return page_response(data, limit, rows[-1][0] if has_more else None)
 
 
 async def patch_account(request: Request, principal: Principal) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastpath import codec
 from service.auth.tokens import InvalidToken, Principal
 from service.errors import ApiError, forbidden, unauthenticated
 
@@ -45,6 +47,13 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(
         _encode(data), status_code=status, headers=headers, media_type="application/json"
     )
+
+
+def page_response(data: list[Any], limit: int, last_id: uuid.UUID | None) -> Response:
+    """A list page; `last_id` (the last item's id when more follow) becomes the cursor."""
+    next_cursor = codec.encode_cursor(last_id) if last_id is not None else None
+    meta = {"limit": limit, "has_more": last_id is not None, "next_cursor": next_cursor}
+    return json_response({"data": data, "meta": meta})
 
 
 def principal_of(request: Request) -> Principal:

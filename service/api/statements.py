@@ -7,9 +7,14 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastpath import codec
 from service.api import params
-from service.api.routing import Endpoint, QueryParam, json_response, reject_unknown_query
+from service.api.routing import (
+    Endpoint,
+    QueryParam,
+    json_response,
+    page_response,
+    reject_unknown_query,
+)
 from service.auth import scopes
 from service.auth.tokens import Principal
 from service.ledger import statements as ledger
@@ -50,10 +55,8 @@ async def list_entries(request: Request, principal: Principal) -> Response:
         for (entry_id, transfer_id, kind, amount, pending_amount, posted, pending_debits,
              pending_credits, created_at) in rows
     ]  # fmt: skip
-    next_cursor = codec.encode_cursor(uuid.UUID(int=rows[-1][0])) if has_more else None
-    return json_response(
-        {"data": data, "meta": {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}}
-    )
+    # Entry ids are integers; the cursor carries one as a UUID's 128 bits.
+    return page_response(data, limit, uuid.UUID(int=rows[-1][0]) if has_more else None)
 
 
 async def get_balance(request: Request, principal: Principal) -> Response:

@@ -18,10 +18,16 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastpath import codec, kernel
+from fastpath import kernel
 from service.api import params
 from service.api.decoding import decode_json, require_json
-from service.api.routing import Endpoint, QueryParam, json_response, reject_unknown_query
+from service.api.routing import (
+    Endpoint,
+    QueryParam,
+    json_response,
+    page_response,
+    reject_unknown_query,
+)
 from service.auth import scopes
 from service.auth.tokens import Principal
 from service.db.pool import DatabaseUnavailable
@@ -262,13 +268,8 @@ async def list_transfers(request: Request, principal: Principal) -> Response:
         created_from=params.timestamp(request, "from"),
         created_to=params.timestamp(request, "to"),
     )
-    next_cursor = codec.encode_cursor(rows[-1][0]) if has_more else None
-    return json_response(
-        {
-            "data": [ledger.transfer_dict(r) for r in rows],
-            "meta": {"limit": limit, "has_more": has_more, "next_cursor": next_cursor},
-        }
-    )
+    data = [ledger.transfer_dict(r) for r in rows]
+    return page_response(data, limit, rows[-1][0] if has_more else None)
 
 
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.service.api.helpers import ISO_Z, assert_error, field_names
+
 URL = "/api/accounts"
-ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 NO_PII = ("ledger:read", "ledger:write")
 INT64_MAX = 2**63 - 1
 ACCOUNT_FIELDS = {
@@ -37,30 +36,6 @@ ACCOUNT_FIELDS = {
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is `status` with the error envelope carrying `code`; returns the error."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    assert response.headers.get("x-request-id")
-    return error
-
-
-def field_names(error: dict[str, Any]) -> list[str]:
-    fields = error["details"]["fields"]
-    assert isinstance(fields, list) and fields
-    for item in fields:
-        assert set(item) == {"field", "message"}, item
-        assert isinstance(item["message"], str) and item["message"]
-    return [item["field"] for item in fields]
 
 
 def account_url(account_id: str) -> str:

@@ -24,41 +24,17 @@ from service.auth import scopes
 from service.db import idempotency as idem_sql
 from service.ledger import maintenance
 from service.schemas import PostPending, TransferBatch, TransferCreate
+from tests.service.api.helpers import ACCOUNTS, assert_error, bal, open_account
 
 URL = "/api/transfers"
 BATCH_URL = f"{URL}/batch"
-ACCOUNTS = "/api/accounts"
 
 
 # --- helpers -----------------------------------------------------------------
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    return error
-
-
-def bal(posted: int, pending: int, available: int) -> dict[str, int]:
-    return {"posted": posted, "pending": pending, "available": available}
-
-
 def keyed(headers: dict[str, str], key: str | bytes) -> dict[str, Any]:
     return {**headers, "Idempotency-Key": key}
-
-
-async def open_account(client, tenant, **fields: Any) -> str:
-    body = {"name": "Wallet", "currency": "USD", **fields}
-    r = await client.post(ACCOUNTS, json=body, headers=tenant.headers())
-    assert r.status_code == 201, r.text
-    return r.json()["data"]["id"]
 
 
 async def balance(client, tenant, account_id: str) -> dict[str, int]:

@@ -8,7 +8,6 @@ instant is the balance after the last change at or before it.
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -17,10 +16,18 @@ import httpx
 import pytest
 
 from service.ledger import maintenance
+from tests.service.api.helpers import (
+    ACCOUNTS,
+    account,
+    assert_error,
+    bal,
+    field_names,
+    iso,
+    open_account,
+    parse_time,
+)
 
-ACCOUNTS = "/api/accounts"
 URL = "/api/transfers"
-ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 ENTRY_FIELDS = {
     "id",
     "transfer_id",
@@ -34,49 +41,6 @@ ZERO = {"posted": 0, "pending": 0, "available": 0}
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    return error
-
-
-def field_names(error: dict[str, Any]) -> list[str]:
-    return [f["field"] for f in error["details"]["fields"]]
-
-
-def bal(posted: int, pending: int, available: int) -> dict[str, int]:
-    return {"posted": posted, "pending": pending, "available": available}
-
-
-def parse_time(text: str) -> datetime:
-    assert ISO_Z.match(text), text
-    return datetime.fromisoformat(text)
-
-
-def iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-async def open_account(client, tenant, **fields: Any) -> str:
-    body = {"name": "Wallet", "currency": "USD", **fields}
-    r = await client.post(ACCOUNTS, json=body, headers=tenant.headers())
-    assert r.status_code == 201, r.text
-    return r.json()["data"]["id"]
-
-
-async def account(client, tenant, account_id: str) -> dict[str, Any]:
-    r = await client.get(f"{ACCOUNTS}/{account_id}", headers=tenant.headers())
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
 
 
 async def moved(client, tenant, debit: str, credit: str, amount: int, **fields: Any) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,13 +17,20 @@ import httpx
 import pytest
 
 from service.ledger import maintenance
+from tests.service.api.helpers import (
+    ACCOUNTS,
+    account,
+    assert_error,
+    bal,
+    field_names,
+    open_account,
+    parse_time,
+)
 
 URL = "/api/transfers"
 BATCH_URL = f"{URL}/batch"
-ACCOUNTS = "/api/accounts"
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
-ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 TRANSFER_FIELDS = {
     "id",
     "debit_account_id",
@@ -42,51 +48,6 @@ TRANSFER_FIELDS = {
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is `status` with the error envelope carrying `code`; returns the error."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    assert response.headers.get("x-request-id")
-    return error
-
-
-def field_names(error: dict[str, Any]) -> list[str]:
-    fields = error["details"]["fields"]
-    assert isinstance(fields, list) and fields
-    for item in fields:
-        assert set(item) == {"field", "message"}, item
-    return [item["field"] for item in fields]
-
-
-def bal(posted: int, pending: int, available: int) -> dict[str, int]:
-    return {"posted": posted, "pending": pending, "available": available}
-
-
-def parse_time(text: str) -> datetime:
-    assert ISO_Z.match(text), text
-    return datetime.fromisoformat(text)
-
-
-async def open_account(client, tenant, **fields: Any) -> str:
-    body = {"name": "Wallet", "currency": "USD", **fields}
-    r = await client.post(ACCOUNTS, json=body, headers=tenant.headers())
-    assert r.status_code == 201, r.text
-    return r.json()["data"]["id"]
-
-
-async def account(client, tenant, account_id: str) -> dict[str, Any]:
-    r = await client.get(f"{ACCOUNTS}/{account_id}", headers=tenant.headers())
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
 
 
 async def balance(client, tenant, account_id: str) -> dict[str, int]:
