@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from service import openapi
 from service.api import accounts, auth, ops, statements, transfers
 from service.api.routing import Endpoint, build_routes
+from service.auth.clients import ClientDirectory
 from service.auth.tokens import TokenService
 from service.config import ConfigError, Settings
 from service.db.pool import Database
@@ -22,6 +23,7 @@ from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
 from service.ledger.transfers import TransferEngine
 from service.middleware import RequestContext
+from service.ratelimit import RateLimiter
 
 VERSION = "0.1.0"
 ENDPOINTS: list[Endpoint] = [
@@ -95,6 +97,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
     app.state.tokens = TokenService(settings)
+    app.state.limiter = RateLimiter(app.state.redis, fail_closed=settings.rate_limit_fail_closed)
+    app.state.clients = ClientDirectory(
+        app.state.db,
+        rate=settings.rate_limit,
+        burst=settings.rate_burst,
+        ttl=settings.client_cache_seconds,
+    )
     app.state.openapi = msgspec.json.encode(openapi.build(ENDPOINTS, VERSION))
     logging.getLogger("tally").setLevel(logging.INFO)
     return app

@@ -124,8 +124,27 @@ def clients() -> None:
     help="Space-separated scopes.",
 )
 @click.option("--name", default="", help="A label for the client.")
+@click.option(
+    "--rate",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests per second (default: TALLY_RATE_LIMIT).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Bucket size (default: TALLY_RATE_BURST).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-def clients_create(tenant_ref: str, scope_text: str, name: str, as_json: bool) -> None:
+def clients_create(
+    tenant_ref: str,
+    scope_text: str,
+    name: str,
+    rate: int | None,
+    burst: int | None,
+    as_json: bool,
+) -> None:
     """Create an API client; its secret is printed once and stored only as a hash."""
     try:
         wanted = scope_names.parse(scope_text)
@@ -139,7 +158,7 @@ def clients_create(tenant_ref: str, scope_text: str, name: str, as_json: bool) -
             tenant_id = await tenant_sql.find_tenant(conn, tenant_ref)
         if tenant_id is None:
             raise click.ClickException(f"no tenant {tenant_ref!r}")
-        return await client_service.create_client(db, tenant_id, wanted, name)
+        return await client_service.create_client(db, tenant_id, wanted, name, rate, burst)
 
     new = _with_db(work)
     record = {
@@ -171,7 +190,39 @@ def clients_list(tenant_ref: str | None) -> None:
             return await tenant_sql.list_clients(conn, tenant_id)
 
     for c in _with_db(work):
-        click.echo(f"{c.id}  tenant={c.tenant_id}  {c.status:<7}  {' '.join(c.scopes)}  {c.name}")
+        limits = f"rate={c.rate_limit or 'default'} burst={c.burst or 'default'}"
+        click.echo(
+            f"{c.id}  tenant={c.tenant_id}  {c.status:<7}  {limits}  {' '.join(c.scopes)}  {c.name}"
+        )
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--rate", type=click.IntRange(min=1), default=None, help="Requests per second.")
+@click.option("--burst", type=click.IntRange(min=1), default=None, help="Bucket size.")
+@click.option("--default-limits", is_flag=True, help="Go back to the configured defaults.")
+def clients_update(
+    client_id: str, rate: int | None, burst: int | None, default_limits: bool
+) -> None:
+    """Change a client's rate limit (applies within TALLY_CLIENT_CACHE_SECONDS)."""
+    parsed = parse_id(client_id)
+    if parsed is None:
+        raise click.BadParameter("must be a UUID", param_hint="CLIENT_ID")
+    if default_limits == (rate is not None or burst is not None):
+        raise click.UsageError("give --rate and/or --burst, or --default-limits")
+
+    async def work(db: Database) -> bool:
+        async with db.connection() as conn:
+            row = await tenant_sql.get_client(conn, parsed)
+            if row is None:
+                return False
+            new_rate = None if default_limits else (rate or row.rate_limit)
+            new_burst = None if default_limits else (burst or row.burst)
+            return await tenant_sql.set_client_limits(conn, parsed, new_rate, new_burst)
+
+    if not _with_db(work):
+        raise click.ClickException(f"no client {client_id}")
+    click.echo(f"updated {client_id}")
 
 
 @clients.command("revoke")

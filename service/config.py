@@ -50,6 +50,12 @@ class Settings:
     max_batch_body_bytes: int = 2 * 1024 * 1024
     retry_after_seconds: int = 1
     shutdown_timeout_seconds: int = 10
+    rate_limit: float = 1000.0
+    rate_burst: int = 2000
+    auth_rate_limit: float = 5.0
+    auth_rate_burst: int = 20
+    rate_limit_fail_closed: bool = False
+    client_cache_seconds: float = 30.0
     group_commit: bool = True
     batch_max: int = 512
     batch_inflight: int = 1
@@ -108,7 +114,13 @@ class Settings:
             db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
             db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
             statement_timeout_ms=_int(env, "TALLY_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
-            group_commit=env.get("TALLY_GROUP_COMMIT", "1") not in ("0", "false", "no"),
+            rate_limit=_float(env, "TALLY_RATE_LIMIT", d.rate_limit),
+            rate_burst=max(1, _int(env, "TALLY_RATE_BURST", d.rate_burst)),
+            auth_rate_limit=_float(env, "TALLY_AUTH_RATE_LIMIT", d.auth_rate_limit),
+            auth_rate_burst=max(1, _int(env, "TALLY_AUTH_RATE_BURST", d.auth_rate_burst)),
+            rate_limit_fail_closed=_flag(env, "TALLY_RATE_LIMIT_FAIL_CLOSED", False),
+            client_cache_seconds=_float(env, "TALLY_CLIENT_CACHE_SECONDS", d.client_cache_seconds),
+            group_commit=_flag(env, "TALLY_GROUP_COMMIT", True),
             batch_max=max(1, _int(env, "TALLY_BATCH_MAX", d.batch_max)),
             batch_inflight=max(1, _int(env, "TALLY_BATCH_INFLIGHT", d.batch_inflight)),
             expiry_interval_seconds=_float(
@@ -138,6 +150,17 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from service.db.pool import DatabaseUnavailable
 from service.ledger.errors import LedgerError
+from service.ratelimit import RateLimiterUnavailable
 
 _encode = msgspec.json.Encoder().encode
 
@@ -148,7 +149,13 @@ async def handle_db_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(service_unavailable(retry))
 
 
+async def handle_limiter_unavailable(request: Request, exc: Exception) -> Response:
+    retry = request.app.state.settings.retry_after_seconds
+    return error_response(service_unavailable(retry, "the rate limiter (Redis)"))
+
+
 EXCEPTION_HANDLERS = {
+    RateLimiterUnavailable: handle_limiter_unavailable,
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     LedgerError: handle_ledger_error,

@@ -50,11 +50,19 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         started = False
 
+        is_api = scope["path"].startswith("/api/")
+
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if is_api:
+                    if not any(k == b"cache-control" for k, _ in headers):
+                        headers.append((b"cache-control", b"no-store"))
+                    headers.extend(scope["state"].get("ratelimit", ()))
+                message["headers"] = headers
             await send(message)
 
         limit = self.max_batch_body if scope["path"] in _BATCH_PATHS else self.max_body

@@ -79,6 +79,12 @@ def settings(
         encryption_key=secrets.token_bytes(32),
         db_pool_min=1,
         db_pool_max=8,
+        # Generous limits: the suite fires thousands of requests from one
+        # address; the rate-limit tests build apps with tight ones.
+        rate_limit=100_000.0,
+        rate_burst=1_000_000,
+        auth_rate_limit=100_000.0,
+        auth_rate_burst=1_000_000,
     )
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.decoding import decode_json
-from service.api.routing import Endpoint, json_response
+from service.api.routing import Endpoint, client_address, json_response, limit
 from service.auth import clients
 from service.auth import scopes as scope_names
 from service.errors import ApiError, bad_request
@@ -85,6 +85,12 @@ async def issue_token(request: Request) -> Response:
         req = decode_json(body, TokenRequest)
     else:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Send {_FORM} or application/json.")
+    # Per source address and per client id, before the secret is checked, so
+    # secrets cannot be brute-forced from one place or spread across many.
+    settings = request.app.state.settings
+    rate, burst = settings.auth_rate_limit, settings.auth_rate_burst
+    await limit(request, f"auth-ip:{client_address(request)}", rate, burst)
+    await limit(request, f"auth-client:{req.client_id}", rate, burst)
     client = await clients.authenticate(request.app.state.db, req.client_id, req.client_secret)
     if client is None:
         raise _invalid_client(basic is not None)

@@ -70,12 +70,49 @@ def principal_of(request: Request) -> Principal:
         raise unauthenticated("The token is invalid or expired.") from None
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def limit(request: Request, bucket: str, rate: float, burst: int) -> None:
+    """Take a token from `bucket`; 429 RATE_LIMITED when it is empty.
+
+    The RateLimit-* headers go on the response whatever it turns out to be.
+    """
+    decision = await request.app.state.limiter.take(bucket, rate, burst)
+    request.scope.setdefault("state", {})["ratelimit"] = decision.headers()
+    if not decision.allowed:
+        raise ApiError(
+            429, "RATE_LIMITED", "Too many requests; slow down.",
+            {"retry_after_seconds": decision.retry_after},
+            headers={"Retry-After": str(decision.retry_after)},
+        )  # fmt: skip
+
+
+async def authorize(request: Request, scope: str) -> Principal:
+    """Token, client status, rate limit, then scope (in that order)."""
+    state = request.app.state
+    try:
+        principal = principal_of(request)
+    except ApiError:
+        # Unauthenticated callers share a bucket per source address, so
+        # guessing tokens is throttled too.
+        settings = state.settings
+        await limit(request, f"ip:{client_address(request)}", settings.auth_rate_limit * 10,
+                    settings.auth_rate_burst * 10)  # fmt: skip
+        raise
+    policy = await state.clients.policy(principal.client_id)
+    if not policy.active:
+        raise unauthenticated("The client of this token has been revoked.")
+    await limit(request, f"client:{principal.client_id}", policy.rate, policy.burst)
+    if scope not in principal.scopes:
+        raise forbidden(scope)
+    return principal
+
+
 def _guard(handler: Handler, scope: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        principal = principal_of(request)
-        if scope not in principal.scopes:
-            raise forbidden(scope)
-        return await handler(request, principal)
+        return await handler(request, await authorize(request, scope))
 
     endpoint.__name__ = handler.__name__
     return endpoint

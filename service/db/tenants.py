@@ -20,13 +20,17 @@ class ClientRow:
     scopes: tuple[str, ...]
     status: str
     created_at: datetime
+    rate_limit: int | None = None
+    burst: int | None = None
 
 
-_CLIENT_COLUMNS = "tenant_id, id, name, secret_hash, scopes, status, created_at"
+_CLIENT_COLUMNS = "tenant_id, id, name, secret_hash, scopes, status, created_at, rate_limit, burst"
 
 
 def _client(row: tuple) -> ClientRow:
-    return ClientRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4]), row[5], row[6])
+    return ClientRow(
+        row[0], row[1], row[2], bytes(row[3]), tuple(row[4]), row[5], row[6], row[7], row[8]
+    )
 
 
 async def create_tenant(conn: psycopg.AsyncConnection, name: str) -> uuid.UUID:
@@ -61,14 +65,27 @@ async def create_client(
     secret_hash: bytes,
     scopes: tuple[str, ...],
     name: str = "",
+    rate_limit: int | None = None,
+    burst: int | None = None,
 ) -> uuid.UUID:
     client_id = new_id()
     await conn.execute(
-        "INSERT INTO api_clients (tenant_id, id, name, secret_hash, scopes)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (tenant_id, client_id, name, secret_hash, list(scopes)),
+        "INSERT INTO api_clients (tenant_id, id, name, secret_hash, scopes, rate_limit, burst)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (tenant_id, client_id, name, secret_hash, list(scopes), rate_limit, burst),
     )
     return client_id
+
+
+async def set_client_limits(
+    conn: psycopg.AsyncConnection, client_id: uuid.UUID, rate_limit: int | None, burst: int | None
+) -> bool:
+    """Set (or with None, reset to the default) a client's rate limit and burst."""
+    cur = await conn.execute(
+        "UPDATE api_clients SET rate_limit = %s, burst = %s WHERE id = %s",
+        (rate_limit, burst, client_id),
+    )
+    return cur.rowcount == 1
 
 
 async def get_client(conn: psycopg.AsyncConnection, client_id: uuid.UUID) -> ClientRow | None:

@@ -1,0 +1,201 @@
+"""Rate limits: Redis token buckets per client, headers, 429, fallback and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from service.app import create_app
+from service.auth import clients as client_service
+from service.auth import scopes
+from service.ratelimit import BUCKET_LUA, RateLimiter, RateLimiterUnavailable
+from tests.conftest import make_tenant
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def tight(settings):
+    """An app whose limits are small enough to hit in a test."""
+    application = create_app(
+        settings.with_overrides(
+            rate_limit=2.0, rate_burst=5, auth_rate_limit=1.0, auth_rate_burst=3,
+            client_cache_seconds=0.2,
+        )
+    )  # fmt: skip
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield application, http
+
+
+async def test_bucket_empties_then_429_with_headers(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    headers = tenant.headers()
+    seen = [await http.get("/api/accounts", headers=headers) for _ in range(5)]
+    assert [r.status_code for r in seen] == [200] * 5
+    assert [int(r.headers["ratelimit-remaining"]) for r in seen] == [4, 3, 2, 1, 0]
+    assert all(r.headers["ratelimit-limit"] == "5" for r in seen)
+    refused = await http.get("/api/accounts", headers=headers)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "RATE_LIMITED"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-remaining"] == "0"
+    # Another client of the same tenant has its own bucket.
+    other = await make_tenant(application)
+    assert (await http.get("/api/accounts", headers=other.headers())).status_code == 200
+
+
+async def test_bucket_refills_over_time(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    for _ in range(5):
+        await http.get("/api/accounts", headers=tenant.headers())
+    assert (await http.get("/api/accounts", headers=tenant.headers())).status_code == 429
+    await asyncio.sleep(0.6)  # 2 tokens/s
+    assert (await http.get("/api/accounts", headers=tenant.headers())).status_code == 200
+
+
+async def test_every_api_response_carries_the_headers(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    responses = [
+        await http.get("/api/accounts", headers=tenant.headers()),
+        await http.get(f"/api/accounts/{tenant.client_id}", headers=tenant.headers()),  # 404
+        await http.get("/api/accounts", headers=tenant.headers("ledger:write")),  # 403
+        await http.get("/api/accounts"),  # 401, limited per address
+    ]
+    assert [r.status_code for r in responses] == [200, 404, 403, 401]
+    for r in responses:
+        assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= set(r.headers)
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_per_client_override(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    generous = await client_service.create_client(
+        application.state.db, tenant.tenant_id, scopes.ALL, "big", rate_limit=100, burst=50
+    )
+    token = application.state.tokens.issue(generous.client_id, tenant.tenant_id, scopes.ALL)
+    statuses = [
+        (await http.get("/api/accounts", headers={"Authorization": f"Bearer {token}"})).status_code
+        for _ in range(12)
+    ]
+    assert statuses == [200] * 12
+
+
+async def test_token_endpoint_is_limited_per_client_id(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    body = {"client_id": str(tenant.client_id), "client_secret": "wrong"}
+    statuses = [(await http.post("/api/auth/token", json=body)).status_code for _ in range(4)]
+    # Burst 3 per address and per client id: guesses stop before the 4th check.
+    assert statuses[:3] == [401, 401, 401]
+    assert statuses[3] == 429
+
+
+async def test_concurrent_takes_are_atomic(redis_url):
+    client = aioredis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    key = f"test:{os.urandom(8).hex()}"
+    decisions = await asyncio.gather(*(limiter.take(key, 0.001, 10) for _ in range(50)))
+    assert sum(d.allowed for d in decisions) == 10
+    await client.aclose()
+
+
+async def test_redis_down_falls_back_to_local_buckets_and_logs_once(caplog):
+    client = aioredis.from_url(f"redis://127.0.0.1:{_closed_port()}/0", socket_connect_timeout=0.2)
+    limiter = RateLimiter(client)
+    with caplog.at_level(logging.ERROR, logger="tally.ratelimit"):
+        decisions = [await limiter.take("k", 0.001, 3) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+    await client.aclose()
+
+
+async def test_fail_closed_refuses_when_redis_is_down():
+    client = aioredis.from_url(f"redis://127.0.0.1:{_closed_port()}/0", socket_connect_timeout=0.2)
+    limiter = RateLimiter(client, fail_closed=True)
+    with pytest.raises(RateLimiterUnavailable):
+        await limiter.take("k", 1, 3)
+    await client.aclose()
+
+
+async def test_fail_closed_app_answers_503(settings, tenant):
+    broken = settings.with_overrides(
+        redis_url=f"redis://127.0.0.1:{_closed_port()}/0", rate_limit_fail_closed=True
+    )
+    application = create_app(broken)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            r = await http.get("/api/accounts", headers=tenant.headers())
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "retry-after" in r.headers
+
+
+async def test_shared_buckets_come_back_after_an_outage(redis_url, caplog):
+    down = aioredis.from_url(f"redis://127.0.0.1:{_closed_port()}/0", socket_connect_timeout=0.2)
+    limiter = RateLimiter(down)
+    await limiter.take("k", 1, 3)  # outage noticed, local bucket used
+    up = aioredis.from_url(redis_url)
+    limiter._script = up.register_script(BUCKET_LUA)  # Redis is back at the same address
+    limiter._redis_down_until = 0.0  # the retry pause has passed
+    key = f"test:{os.urandom(8).hex()}"
+    with caplog.at_level(logging.WARNING, logger="tally.ratelimit"):
+        await limiter.take(key, 1, 3)
+    assert await up.exists(f"tally:rl:{key}") == 1
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+    await down.aclose()
+    await up.aclose()
+
+
+async def test_revoked_client_tokens_stop_within_the_cache_ttl(tight):
+    application, http = tight
+    tenant = await make_tenant(application)
+    headers = tenant.headers()
+    assert (await http.get("/api/accounts", headers=headers)).status_code == 200
+    async with application.state.db.connection() as conn:
+        await conn.execute(
+            "UPDATE api_clients SET status = 'revoked' WHERE id = %s", (tenant.client_id,)
+        )
+    await asyncio.sleep(0.3)  # client_cache_seconds=0.2
+    r = await http.get("/api/accounts", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_cli_sets_and_resets_client_limits(database_url, repo_root):
+    env = {**os.environ, "TALLY_DATABASE_URL": database_url, "TALLY_ENV": "test"}
+
+    def tally(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=repo_root,
+                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    tally("tenants", "create", "limited")
+    record = json.loads(tally("clients", "create", "--tenant", "limited", "--rate", "500",
+                              "--burst", "1000", "--json"))  # fmt: skip
+    assert "rate=500 burst=1000" in tally("clients", "list", "--tenant", "limited")
+    tally("clients", "update", record["client_id"], "--rate", "7")
+    assert "rate=7 burst=1000" in tally("clients", "list", "--tenant", "limited")
+    tally("clients", "update", record["client_id"], "--default-limits")
+    assert "rate=default burst=default" in tally("clients", "list", "--tenant", "limited")
