@@ -260,6 +260,8 @@ def _serve(settings: Settings) -> None:
         # Drain for up to this long on SIGTERM/SIGINT, then kill the worker:
         # granian workers can deadlock on shutdown (emmett-framework/granian#875).
         workers_kill_timeout=settings.shutdown_timeout_seconds,
+        ssl_cert=settings.tls_cert,
+        ssl_key=settings.tls_key,
     ).serve()
 
 

@@ -50,6 +50,8 @@ class Settings:
     max_batch_body_bytes: int = 2 * 1024 * 1024
     retry_after_seconds: int = 1
     shutdown_timeout_seconds: int = 10
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     rate_limit: float = 1000.0
     rate_burst: int = 2000
     auth_rate_limit: float = 5.0
@@ -96,6 +98,8 @@ class Settings:
             raise ConfigError("TALLY_JWT_SECRET must be at least 32 characters")
         if not enc_key:
             raise ConfigError("TALLY_ENCRYPTION_KEY is required outside dev mode")
+        if bool(env.get("TALLY_TLS_CERT")) != bool(env.get("TALLY_TLS_KEY")):
+            raise ConfigError("TALLY_TLS_CERT and TALLY_TLS_KEY go together")
         d = cls()  # the defaults (slots make class attributes descriptors)
         return cls(
             env=mode,
@@ -114,6 +118,8 @@ class Settings:
             db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
             db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
             statement_timeout_ms=_int(env, "TALLY_STATEMENT_TIMEOUT_MS", d.statement_timeout_ms),
+            tls_cert=_path(env, "TALLY_TLS_CERT"),
+            tls_key=_path(env, "TALLY_TLS_KEY"),
             rate_limit=_float(env, "TALLY_RATE_LIMIT", d.rate_limit),
             rate_burst=max(1, _int(env, "TALLY_RATE_BURST", d.rate_burst)),
             auth_rate_limit=_float(env, "TALLY_AUTH_RATE_LIMIT", d.auth_rate_limit),
@@ -150,6 +156,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file {raw!r}")
+    return path
 
 
 def _flag(env: dict[str, str], name: str, default: bool) -> bool:

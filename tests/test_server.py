@@ -208,3 +208,60 @@ def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
         assert r.status_code == 200 and json.loads(r.text)["data"]["name"] == "Wallet"
     finally:
         assert stop(proc, signal.SIGINT) == 0
+
+
+def test_serves_https_with_a_trustme_certificate(database_url, redis_url, repo_root, tmp_path):
+    import ssl
+
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert = tmp_path / "cert.pem"
+    key = tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    # granian reads PKCS#8 keys only.
+    private = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    key.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    port = free_port()
+    env = {
+        **os.environ,
+        "TALLY_ENV": "production",
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_REDIS_URL": redis_url,
+        "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
+        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "TALLY_PORT": str(port),
+        "TALLY_WORKERS": "1",
+        "TALLY_TLS_CERT": str(cert),
+        "TALLY_TLS_KEY": str(key),
+    }
+    with (tmp_path / "server.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=repo_root,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=context, timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError((tmp_path / "server.log").read_text()) from None
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok"}
+        # Plain HTTP on the TLS port gets nowhere.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        # An untrusted client refuses the certificate.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"https://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        assert stop(proc) == 0
