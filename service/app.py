@@ -22,6 +22,7 @@ from service.db.pool import Database
 from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
 from service.ledger.transfers import TransferEngine
+from service.ledger.vault import Vault
 from service.middleware import RequestContext
 from service.ratelimit import RateLimiter
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         upkeep = asyncio.create_task(
             maintenance.run(
                 engine,
+                app.state.vault,
                 interval=settings.expiry_interval_seconds,
                 key_retention=settings.idempotency_retention_seconds,
             )
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # No redirect to "the same path with a slash": it would echo the Host header.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.db = Database(
         settings.database_url,
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
     app.state.tokens = TokenService(settings)
+    app.state.vault = Vault(app.state.db, settings.encryption_key)
     app.state.limiter = RateLimiter(app.state.redis, fail_closed=settings.rate_limit_fail_closed)
     app.state.clients = ClientDirectory(
         app.state.db,

@@ -29,6 +29,7 @@ _REASONS = {
 
 def build(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
     types = {t for ep in endpoints for t in (ep.body, ep.response) if t is not None}
+    types |= {t for ep in endpoints for t in ep.also.values()}
     types.add(ErrorEnvelope)
     ordered = sorted(types, key=lambda t: t.__name__)
     _, components = msgspec.json.schema_components(ordered, ref_template=_REF)
@@ -88,6 +89,11 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     if ep.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(ep.response)}}
     responses: dict[str, Any] = {str(ep.status): ok}
+    for status, kind in ep.also.items():
+        responses[str(status)] = {
+            "description": "Success",
+            "content": {"application/json": {"schema": _ref(kind)}},
+        }
     errors = set(ep.errors)
     if ep.scope:
         op["security"] = [{"bearer": [ep.scope]}]

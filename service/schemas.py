@@ -35,9 +35,23 @@ class Strict(Struct, forbid_unknown_fields=True):
     """Request bodies: unknown fields are an error, not silently dropped."""
 
 
-class Holder(Strict):
+class Address(Strict, omit_defaults=True):
+    line1: Annotated[str, Meta(min_length=1, max_length=200)]
+    city: Annotated[str, Meta(min_length=1, max_length=100)]
+    country: Annotated[str, Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    line2: Annotated[str, Meta(max_length=200)] | None = None
+    region: Annotated[str, Meta(max_length=100)] | None = None
+    postal_code: Annotated[str, Meta(max_length=20)] | None = None
+
+
+class Holder(Strict, omit_defaults=True):
+    """Personal data: sealed at rest, shown only to tokens with pii:read."""
+
     name: Name
     email: Email | None = None
+    phone: Annotated[str, Meta(pattern=r"^\+?[0-9 ()./-]{3,32}$")] | None = None
+    address: Address | None = None
+    tax_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
 
 
 class AccountCreate(Strict):

@@ -24,21 +24,32 @@ _VERSION = codec.ACCOUNT_COLUMNS.index("version")
 _STATUSES = ("active", "frozen", "closed")
 
 
-def _account(row: tuple, principal: Principal, status: int = 200) -> Response:
-    body = {"data": codec.account_to_dict(row, scopes.PII_READ in principal.scopes)}
+async def _visible(request: Request, principal: Principal, row: tuple) -> dict:
+    """The account as this principal may see it: the holder only with pii:read."""
+    if scopes.PII_READ not in principal.scopes:
+        return codec.account_to_dict(row, False)
+    row = await ledger.reveal_holder(request.app.state.vault, principal.tenant_id, row)
+    return codec.account_to_dict(row, True)
+
+
+async def _account(
+    request: Request, row: tuple, principal: Principal, status: int = 200
+) -> Response:
+    body = {"data": await _visible(request, principal, row)}
     return json_response(body, status, {"ETag": f'"{row[_VERSION]}"'})
 
 
 async def open_account(request: Request, principal: Principal) -> Response:
     spec = await decode_body(request, AccountCreate)
-    row = await ledger.open_account(request.app.state.db, principal.tenant_id, spec)
-    return _account(row, principal, 201)
+    state = request.app.state
+    row = await ledger.open_account(state.db, state.vault, principal.tenant_id, spec)
+    return await _account(request, row, principal, 201)
 
 
 async def get_account(request: Request, principal: Principal) -> Response:
     account_id = params.path_id(request)
     row = await ledger.get_account(request.app.state.db, principal.tenant_id, account_id)
-    return _account(row, principal)
+    return await _account(request, row, principal)
 
 
 async def list_accounts(request: Request, principal: Principal) -> Response:
@@ -52,8 +63,7 @@ async def list_accounts(request: Request, principal: Principal) -> Response:
         currency=params.currency(request),
         status=params.choice(request, "status", _STATUSES),
     )
-    show_holder = scopes.PII_READ in principal.scopes
-    data = [codec.account_to_dict(r, show_holder) for r in rows]
+    data = [await _visible(request, principal, r) for r in rows]
     return page_response(data, limit, rows[-1][0] if has_more else None)
 
 
@@ -63,7 +73,7 @@ async def patch_account(request: Request, principal: Principal) -> Response:
     row = await ledger.update_account(
         request.app.state.db, principal.tenant_id, account_id, patch, _if_match(request)
     )
-    return _account(row, principal)
+    return await _account(request, row, principal)
 
 
 def _if_match(request: Request) -> int | None:
@@ -77,7 +87,7 @@ def _if_match(request: Request) -> int | None:
 
 _LIST_QUERY = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
-    QueryParam("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    QueryParam("cursor", params.CURSOR_SCHEMA, "next_cursor from the previous page"),
     QueryParam("currency", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{2,11}$"}),
     QueryParam("status", {"type": "string", "enum": list(_STATUSES)}),
 )

@@ -27,6 +27,29 @@ _PATH = re.compile(r" - at `\$(.*)`$")
 # "Expected `X` of length >= 1" / "Expected `int` >= 0" / "... matching regex".
 _TYPE_ERROR = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
 _UNKNOWN = "Object contains unknown field"
+_EXACT = 2**53
+
+
+class _Decoded(Exception):
+    """Not an error: the slow path decoded the body after all."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _whole_floats_to_ints(value: Any) -> Any:
+    """`value` with every exact whole float (|x| <= 2**53) as an int; same object if none."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    if isinstance(value, dict):
+        items = {k: _whole_floats_to_ints(v) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list):
+        converted = [_whole_floats_to_ints(v) for v in value]
+        changed = any(a is not b for a, b in zip(converted, value, strict=True))
+        return converted if changed else value
+    return value
 
 
 def _decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
@@ -58,9 +81,12 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     try:
         value = _decoder(kind).decode(body)
     except msgspec.ValidationError as exc:
-        raise _explain(body, kind, exc) from None
-    except msgspec.DecodeError:
-        raise bad_request("The body is not valid JSON.") from None
+        outcome = _explain(body, kind, exc)
+        if not isinstance(outcome, _Decoded):
+            raise outcome from None
+        value = outcome.value
+    except (msgspec.DecodeError, RecursionError):
+        raise bad_request("The body is not valid JSON (or nests too deeply).") from None
     if _may_hold_control_chars(body):
         bad = codec.control_char_fields(msgspec.to_builtins(value))
         if bad:
@@ -88,19 +114,26 @@ def _is_syntax_error(message: str) -> bool:
     return bool(_TYPE_ERROR.match(message)) or message.startswith(_UNKNOWN)
 
 
-def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError:
+def _explain(body: bytes, kind: type, exc: msgspec.ValidationError) -> ApiError | _Decoded:
     """Turn a failed typed decode into 400 (wrong types) or 422 (every broken rule)."""
-    message = str(exc)
-    path, text = _field_path(message)
+    path, text = _field_path(str(exc))
+    try:
+        raw = _any_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        # The typed decode stopped at a schema error before reaching the bad syntax.
+        return bad_request("The body is not valid JSON (or nests too deeply).")
+    # JSON Schema counts 657.0 as an integer; so do we, when it is exact.
+    normalised = _whole_floats_to_ints(raw)
+    if normalised is not raw:
+        raw = normalised
+        try:
+            return _Decoded(msgspec.convert(raw, kind))
+        except msgspec.ValidationError as retry:
+            path, text = _field_path(str(retry))
     if _TYPE_ERROR.match(text):
         return bad_request(
             "The body does not match the expected types.", [{"field": path, "message": text}]
         )
-    try:
-        raw = _any_decoder.decode(body)
-    except msgspec.DecodeError:
-        # The typed decode stopped at a schema error before reaching the bad syntax.
-        raise bad_request("The body is not valid JSON.") from None
     fields = _collect(raw, kind, "")
     if any(_is_syntax_error(f["message"]) for f in fields):
         return bad_request("The body does not match the expected types.", fields)

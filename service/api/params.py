@@ -17,6 +17,10 @@ MAX_LIMIT = 1000
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9_]{2,11}$")
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+# Cursors are 16 bytes of URL-safe base64 (the last character carries 2 bits).
+CURSOR_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{21}[AQgw]$"}
+# Entry cursors carry a non-negative 63-bit integer.
+ENTRY_CURSOR_SCHEMA = {"type": "string", "pattern": "^A{10}[AB][A-Za-z0-9_-]{10}[AQgw]$"}
 
 
 def _bad(name: str, message: str) -> Exception:
@@ -84,9 +88,8 @@ def timestamp(request: Request, name: str) -> datetime | None:
         raise _bad(name, "must be an ISO 8601 date-time") from None
     if value.tzinfo is None:
         raise _bad(name, "must include a time zone, e.g. Z")
-    if not _MIN_TIME <= value <= _MAX_TIME:
-        raise _bad(name, "is out of range")
-    return value
+    # Nothing happened before 1970 or after 9999: clamp rather than refuse.
+    return min(max(value, _MIN_TIME), _MAX_TIME)
 
 
 def int_cursor(request: Request) -> int | None:

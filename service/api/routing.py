@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -41,6 +43,8 @@ class Endpoint:
     query: tuple[QueryParam, ...] = ()
     errors: tuple[int, ...] = field(default=())
     tag: str = "ledger"
+    # Other success answers, e.g. {200: BatchResults} for a non-atomic batch.
+    also: dict[int, type] = field(default_factory=dict)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -125,8 +129,25 @@ def build_routes(endpoints: list[Endpoint]) -> list[Route]:
         target = ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
         by_path.setdefault(ep.path, {})[ep.method] = target
     return [
-        Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()
+        Route(_ID.sub(r"{\1:object_id}", path), _dispatch(methods), methods=list(methods))
+        for path, methods in by_path.items()
     ]
+
+
+class _ObjectId(Convertor[str]):
+    """A path segment naming an object: never a sibling route's literal ("batch")."""
+
+    regex = r"(?!batch$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("object_id", _ObjectId())
+_ID = re.compile(r"{(\w+)}")
 
 
 def _dispatch(

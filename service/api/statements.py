@@ -88,7 +88,7 @@ ENDPOINTS = [
         errors=(400, 401, 403, 404),
         query=(
             QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-            QueryParam("cursor", {"type": "string"}),
+            QueryParam("cursor", params.ENTRY_CURSOR_SCHEMA),
             QueryParam("from", {"type": "string", "format": "date-time"}),
             QueryParam("to", {"type": "string", "format": "date-time"}),
         ),

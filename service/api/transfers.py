@@ -35,6 +35,7 @@ from service.errors import ApiError, bad_request, field_error, not_found, unauth
 from service.ledger import transfers as ledger
 from service.ledger.transfers import IdempotencyClaim, NewTransfer, NotCommitted, Outcome, Settle
 from service.schemas import (
+    BatchResults,
     PostPending,
     TransferBatch,
     TransferCreate,
@@ -275,7 +276,7 @@ async def list_transfers(request: Request, principal: Principal) -> Response:
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)
 _LIST_QUERY = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
-    QueryParam("cursor", {"type": "string"}, "next_cursor from the previous page"),
+    QueryParam("cursor", params.CURSOR_SCHEMA, "next_cursor from the previous page"),
     QueryParam("account_id", {"type": "string", "format": "uuid"}, "either side"),
     QueryParam("status", {"type": "string", "enum": list(_STATUSES)}),
     QueryParam("from", {"type": "string", "format": "date-time"}, "created at or after"),
@@ -314,6 +315,7 @@ ENDPOINTS = [
         response=TransferList,
         status=201,
         errors=_WRITE_ERRORS,
+        also={200: BatchResults},
     ),
     Endpoint(
         "GET",

@@ -34,7 +34,7 @@ async def insert(
     name: str,
     currency: str,
     overdraft_limit: int | None,
-    holder: dict[str, Any] | None,
+    holder: bytes | None,
     metadata: dict[str, str],
 ) -> tuple:
     cur = await conn.execute(
@@ -45,7 +45,7 @@ async def insert(
             name,
             currency,
             overdraft_limit,
-            Jsonb(holder) if holder is not None else None,
+            holder,
             Jsonb(metadata),
         ),
     )

@@ -13,6 +13,7 @@ from service.db import events
 from service.db.ids import new_id
 from service.db.pool import Database
 from service.ledger.errors import LedgerError, NotFound, VersionMismatch
+from service.ledger.vault import Vault
 from service.schemas import AccountCreate, AccountPatch
 
 MAX_METADATA_KEYS = 50
@@ -25,14 +26,19 @@ _TRANSITIONS = {
 }
 
 
-async def open_account(db: Database, tenant_id: uuid.UUID, spec: AccountCreate) -> tuple:
-    """Create an account with zero balances; returns its row."""
-    holder = msgspec.to_builtins(spec.holder) if spec.holder is not None else None
+async def open_account(
+    db: Database, vault: Vault, tenant_id: uuid.UUID, spec: AccountCreate
+) -> tuple:
+    """Create an account with zero balances; returns its row (holder sealed)."""
+    account_id = new_id()
+    holder = None
+    if spec.holder is not None:
+        holder = await vault.seal_holder(tenant_id, account_id, msgspec.to_builtins(spec.holder))
     async with db.connection() as conn, conn.transaction():
         row = await sql.insert(
             conn,
             tenant_id,
-            new_id(),
+            account_id,
             spec.name,
             spec.currency,
             spec.overdraft_limit,
@@ -41,6 +47,15 @@ async def open_account(db: Database, tenant_id: uuid.UUID, spec: AccountCreate) 
         )
         await events.append(conn, tenant_id, "account.created", _event_data(row))
     return row
+
+
+async def reveal_holder(vault: Vault, tenant_id: uuid.UUID, row: tuple) -> tuple:
+    """The row with its holder decrypted (for readers with pii:read)."""
+    sealed = row[_COL["holder"]]
+    if sealed is None:
+        return row
+    holder = await vault.open_holder(tenant_id, row[_COL["id"]], bytes(sealed))
+    return (*row[: _COL["holder"]], holder, *row[_COL["holder"] + 1 :])
 
 
 async def get_account(db: Database, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:

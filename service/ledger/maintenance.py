@@ -13,6 +13,7 @@ from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.pool import DatabaseUnavailable
 from service.ledger.transfers import NewTransfer, NotCommitted, Request, Settle, TransferEngine
+from service.ledger.vault import Vault
 
 log = logging.getLogger("tally.maintenance")
 
@@ -42,13 +43,26 @@ async def purge_keys(engine: TransferEngine, retention_seconds: float) -> int:
 
 
 async def run(
-    engine: TransferEngine, *, interval: float, key_retention: float, purge_every: float = 300.0
+    engine: TransferEngine,
+    vault: Vault,
+    *,
+    interval: float,
+    key_retention: float,
+    purge_every: float = 300.0,
+    keys_every: float = 30.0,
 ) -> None:
     """Loop until cancelled; an outage only pauses the work."""
     next_purge = time.monotonic() + purge_every
+    next_keys = time.monotonic()
     while True:
         try:
             await expire_due(engine)
+            if time.monotonic() >= next_keys:
+                # Pick up rotated keys, then move holders onto the active one.
+                next_keys = time.monotonic() + keys_every
+                await vault.load()
+                while await vault.reseal():
+                    pass
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + purge_every
                 await purge_keys(engine, key_retention)

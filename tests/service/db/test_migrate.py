@@ -29,6 +29,8 @@ def test_tenant_tables_are_keyed_by_tenant_and_id(database_url):
     keys = dict(rows)
     # Idempotency keys are unique per (tenant, client, key), as SPEC says.
     assert keys.pop("idempotency_keys") == ["tenant_id", "client_id", "key"]
+    # The key ring is service-wide, like schema_migrations.
+    assert keys.pop("keys") == ["id"]
     assert {"accounts", "api_clients", "transfers", "entries", "events"} <= set(keys)
     for table, columns in keys.items():
         assert columns == ["tenant_id", "id"], table

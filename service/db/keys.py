@@ -1,0 +1,55 @@
+"""SQL for the key ring and for re-sealing account holders."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+# Serialises key creation (two workers starting at once create one key).
+_LOCK_ID = 0x7A11_0002
+
+
+async def load(conn: psycopg.AsyncConnection, purpose: str) -> list[tuple[str, bytes]]:
+    """(key id, sealed key), oldest first: the last one is the active one."""
+    cur = await conn.execute(
+        "SELECT id, sealed FROM keys WHERE purpose = %s ORDER BY created_at, id", (purpose,)
+    )
+    return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
+
+
+async def add(conn: psycopg.AsyncConnection, kid: str, purpose: str, sealed: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO keys (id, purpose, sealed) VALUES (%s, %s, %s)", (kid, purpose, sealed)
+    )
+
+
+async def lock(conn: psycopg.AsyncConnection) -> None:
+    """Hold the key-creation lock until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+
+
+async def holders_to_seal(
+    conn: psycopg.AsyncConnection, active_kid: str, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, bytes | None, dict | None]]:
+    """Accounts whose holder is plaintext or sealed under another key (locked)."""
+    prefix = b"\x01" + bytes([len(active_kid.encode())]) + active_kid.encode()
+    cur = await conn.execute(
+        "SELECT tenant_id, id, holder, holder_plain FROM accounts"
+        " WHERE holder_plain IS NOT NULL"
+        "    OR (holder IS NOT NULL AND substring(holder FROM 1 FOR %s) <> %s)"
+        " LIMIT %s FOR UPDATE SKIP LOCKED",
+        (len(prefix), prefix, limit),
+    )
+    return [
+        (r[0], r[1], bytes(r[2]) if r[2] is not None else None, r[3]) for r in await cur.fetchall()
+    ]
+
+
+async def set_holder(
+    conn: psycopg.AsyncConnection, tenant_id: uuid.UUID, account_id: uuid.UUID, sealed: bytes
+) -> None:
+    await conn.execute(
+        "UPDATE accounts SET holder = %s, holder_plain = NULL WHERE tenant_id = %s AND id = %s",
+        (sealed, tenant_id, account_id),
+    )

@@ -1,0 +1,101 @@
+"""Personal data at rest: account holders sealed under the key ring.
+
+Workers load the ring lazily, reload it periodically and whenever they meet a
+ciphertext under a key they do not know yet, so a rotated key reaches every
+worker without a restart. A background pass re-seals holders still in
+plaintext (rows from before encryption) or under an older key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+
+from service import crypto
+from service.db import keys as sql
+from service.db.pool import Database
+
+log = logging.getLogger("tally.vault")
+
+DATA = "data"
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _aad(tenant_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
+    return b"holder:" + tenant_id.bytes + account_id.bytes
+
+
+class Vault:
+    def __init__(self, db: Database, master_key: bytes) -> None:
+        self._db = db
+        self._master = master_key
+        self._ring: crypto.KeyRing | None = None
+
+    async def ring(self) -> crypto.KeyRing:
+        if self._ring is None:
+            await self.load()
+        assert self._ring is not None
+        return self._ring
+
+    async def load(self) -> None:
+        """(Re)load the ring; the first worker ever to run creates the first key."""
+        async with self._db.connection() as conn, conn.transaction():
+            rows = await sql.load(conn, DATA)
+            if not rows:
+                await sql.lock(conn)
+                rows = await sql.load(conn, DATA)
+                if not rows:
+                    rows = [await _add_key(conn, self._master)]
+        keys = {kid: crypto.AESGCM(crypto.open_key(self._master, kid, sealed))
+                for kid, sealed in rows}  # fmt: skip
+        self._ring = crypto.KeyRing(keys, rows[-1][0])
+
+    async def seal_holder(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, holder: dict[str, Any]
+    ) -> bytes:
+        ring = await self.ring()
+        return ring.encrypt(_encode(holder), _aad(tenant_id, account_id))
+
+    async def open_holder(
+        self, tenant_id: uuid.UUID, account_id: uuid.UUID, blob: bytes
+    ) -> dict[str, Any]:
+        ring = await self.ring()
+        try:
+            plain = ring.decrypt(blob, _aad(tenant_id, account_id))
+        except crypto.UnknownKey:
+            await self.load()  # rotated since we last looked
+            plain = (await self.ring()).decrypt(blob, _aad(tenant_id, account_id))
+        return _decode(plain)
+
+    async def reseal(self, batch: int = 500) -> int:
+        """Seal plaintext holders and re-seal old-key ones under the active key."""
+        ring = await self.ring()
+        async with self._db.connection() as conn, conn.transaction():
+            rows = await sql.holders_to_seal(conn, ring.active, batch)
+            for tenant_id, account_id, sealed, plain in rows:
+                if plain is None:
+                    assert sealed is not None
+                    plain = await self.open_holder(tenant_id, account_id, sealed)
+                aad = _aad(tenant_id, account_id)
+                await sql.set_holder(conn, tenant_id, account_id, ring.encrypt(_encode(plain), aad))
+        return len(rows)
+
+
+async def _add_key(conn: Any, master: bytes) -> tuple[str, bytes]:
+    kid = "d" + uuid.uuid4().hex[:12]
+    sealed = crypto.seal_key(master, kid, crypto.new_key())
+    await sql.add(conn, kid, DATA, sealed)
+    return kid, sealed
+
+
+async def rotate(db: Database, master_key: bytes) -> str:
+    """Add a data key; it encrypts from now on, and the re-seal pass moves old rows to it."""
+    async with db.connection() as conn, conn.transaction():
+        await sql.lock(conn)
+        kid, _ = await _add_key(conn, master_key)
+    log.info("added data key %s", kid)
+    return kid
