@@ -242,6 +242,24 @@ def clients_revoke(client_id: str) -> None:
     click.echo(f"revoked {client_id}")
 
 
+@main.group()
+def keys() -> None:
+    """Manage the encryption key ring (needs TALLY_ENCRYPTION_KEY)."""
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Add a data key; new ciphertexts use it, and workers re-seal old ones in the background."""
+    from service.ledger import vault
+
+    master = _settings().encryption_key
+
+    async def work(db: Database) -> str:
+        return await vault.rotate(db, master)
+
+    click.echo(f"added data key {_with_db(work)}")
+
+
 def _serve(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops

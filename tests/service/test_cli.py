@@ -12,8 +12,17 @@ import pytest
 
 
 @pytest.fixture
-def tally(database_url, repo_root):
-    env = {**os.environ, "TALLY_DATABASE_URL": database_url, "TALLY_ENV": "test"}
+def tally(database_url, repo_root, settings):
+    import base64
+
+    env = {
+        **os.environ,
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_ENV": "test",
+        # The session's keys: a rotated data key must open with the app's master key.
+        "TALLY_JWT_SECRET": settings.jwt_secret,
+        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(settings.encryption_key).decode(),
+    }
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -106,3 +115,12 @@ def test_revoked_client_cannot_get_token(tally, database_url):
             "SELECT status FROM api_clients WHERE id = %s", (record["client_id"],)
         ).fetchone()
     assert status == ("revoked",)
+
+
+def test_keys_rotate_adds_a_data_key(tally, database_url):
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM keys").fetchone()[0]
+    out = tally("keys", "rotate").stdout
+    assert out.startswith("added data key d")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM keys").fetchone()[0] == before + 1
