@@ -64,58 +64,6 @@ def c_twin() -> ModuleType:
 # Module selection
 
 
-def test_compiled_twin_is_loaded_in_a_normal_build() -> None:
-    if _extensions_disabled():
-        pytest.skip("TALLY_NO_EXTENSIONS is set")
-    compiled = importlib.import_module("fastpath._codec_c")
-    assert compiled.__file__ is not None
-    assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    assert codec.IMPLEMENTATION == "c"
-    assert codec.account_to_dict is compiled.account_to_dict
-
-
-@pytest.fixture
-def reload_codec(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], ModuleType]]:
-    yield lambda: importlib.reload(codec)
-    # Put the environment back first, so that the module is left as the session found it.
-    monkeypatch.undo()
-    importlib.reload(codec)
-
-
-@pytest.mark.parametrize("value", ["1", "yes", "true"])
-def test_no_extensions_variable_forces_the_pure_twin(
-    monkeypatch: pytest.MonkeyPatch, reload_codec: Callable[[], ModuleType], value: str
-) -> None:
-    monkeypatch.setenv("TALLY_NO_EXTENSIONS", value)
-    reloaded = reload_codec()
-    assert reloaded.IMPLEMENTATION == "py"
-    assert reloaded.account_to_dict is _codec_py.account_to_dict
-
-
-@pytest.mark.parametrize("value", ["", "0"])
-def test_empty_or_zero_variable_keeps_the_compiled_twin(
-    monkeypatch: pytest.MonkeyPatch,
-    reload_codec: Callable[[], ModuleType],
-    c_twin: ModuleType,
-    value: str,
-) -> None:
-    monkeypatch.setenv("TALLY_NO_EXTENSIONS", value)
-    reloaded = reload_codec()
-    assert reloaded.IMPLEMENTATION == "c"
-    assert reloaded.decode_cursor is c_twin.decode_cursor
-
-
-def test_falls_back_to_the_pure_twin_when_not_built(
-    monkeypatch: pytest.MonkeyPatch, reload_codec: Callable[[], ModuleType]
-) -> None:
-    monkeypatch.delenv("TALLY_NO_EXTENSIONS", raising=False)
-    # None in sys.modules makes the import raise ImportError, as a missing .so would.
-    monkeypatch.setitem(sys.modules, "fastpath._codec_c", None)
-    reloaded = reload_codec()
-    assert reloaded.IMPLEMENTATION == "py"
-    assert reloaded.encode_cursor is _codec_py.encode_cursor
-
-
 def test_twins_export_the_same_names(c_twin: ModuleType) -> None:
     assert set(_codec_py.__all__) == PUBLIC_NAMES
     assert set(c_twin.__all__) == PUBLIC_NAMES

@@ -7,8 +7,7 @@ import importlib
 import importlib.machinery
 import inspect
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -61,58 +60,6 @@ def c_twin() -> ModuleType:
 
 # ---------------------------------------------------------------------------------------
 # Module selection
-
-
-def test_compiled_twin_is_loaded_in_a_normal_build() -> None:
-    if _extensions_disabled():
-        pytest.skip("TALLY_NO_EXTENSIONS is set")
-    compiled = importlib.import_module("fastpath._kernel_c")
-    assert compiled.__file__ is not None
-    assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    assert kernel.IMPLEMENTATION == "c"
-    assert kernel.decide is compiled.decide
-
-
-@pytest.fixture
-def reload_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], ModuleType]]:
-    yield lambda: importlib.reload(kernel)
-    # Put the environment back first, so that the module is left as the session found it.
-    monkeypatch.undo()
-    importlib.reload(kernel)
-
-
-@pytest.mark.parametrize("value", ["1", "yes", "true"])
-def test_no_extensions_variable_forces_the_pure_twin(
-    monkeypatch: pytest.MonkeyPatch, reload_kernel: Callable[[], ModuleType], value: str
-) -> None:
-    monkeypatch.setenv("TALLY_NO_EXTENSIONS", value)
-    reloaded = reload_kernel()
-    assert reloaded.IMPLEMENTATION == "py"
-    assert reloaded.decide is _kernel_py.decide
-
-
-@pytest.mark.parametrize("value", ["", "0"])
-def test_empty_or_zero_variable_keeps_the_compiled_twin(
-    monkeypatch: pytest.MonkeyPatch,
-    reload_kernel: Callable[[], ModuleType],
-    c_twin: ModuleType,
-    value: str,
-) -> None:
-    monkeypatch.setenv("TALLY_NO_EXTENSIONS", value)
-    reloaded = reload_kernel()
-    assert reloaded.IMPLEMENTATION == "c"
-    assert reloaded.decide is c_twin.decide
-
-
-def test_falls_back_to_the_pure_twin_when_not_built(
-    monkeypatch: pytest.MonkeyPatch, reload_kernel: Callable[[], ModuleType]
-) -> None:
-    monkeypatch.delenv("TALLY_NO_EXTENSIONS", raising=False)
-    # None in sys.modules makes the import raise ImportError, as a missing .so would.
-    monkeypatch.setitem(sys.modules, "fastpath._kernel_c", None)
-    reloaded = reload_kernel()
-    assert reloaded.IMPLEMENTATION == "py"
-    assert reloaded.decide is _kernel_py.decide
 
 
 def test_twins_export_the_same_names(c_twin: ModuleType) -> None:
