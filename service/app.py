@@ -18,7 +18,7 @@ from service.api.routing import Endpoint, build_routes
 from service.auth.clients import ClientDirectory
 from service.auth.tokens import TokenService
 from service.config import ConfigError, Settings
-from service.db.pool import Database
+from service.db.pool import Database, DatabaseUnavailable
 from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
 from service.ledger.transfers import TransferEngine
@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await app.state.db.open()
+        # Sign with the newest key from the start; if the database is still
+        # down, the static key signs until the first periodic reload.
+        with contextlib.suppress(DatabaseUnavailable):
+            await app.state.tokens.reload(startup=True)
         engine = app.state.transfers = TransferEngine(
             app.state.db,
             group_commit=settings.group_commit,
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             maintenance.run(
                 engine,
                 app.state.vault,
+                app.state.tokens,
                 interval=settings.expiry_interval_seconds,
                 key_retention=settings.idempotency_retention_seconds,
             )
@@ -100,8 +105,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
-    app.state.tokens = TokenService(settings)
-    app.state.vault = Vault(app.state.db, settings.encryption_key)
+    masters = (settings.encryption_key, *settings.previous_encryption_keys)
+    app.state.tokens = TokenService(settings, app.state.db, masters)
+    app.state.vault = Vault(
+        app.state.db, settings.encryption_key, settings.previous_encryption_keys
+    )
     app.state.limiter = RateLimiter(app.state.redis, fail_closed=settings.rate_limit_fail_closed)
     app.state.clients = ClientDirectory(
         app.state.db,

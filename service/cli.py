@@ -244,7 +244,7 @@ def clients_revoke(client_id: str) -> None:
 
 @main.group()
 def keys() -> None:
-    """Manage the encryption key ring (needs TALLY_ENCRYPTION_KEY)."""
+    """Manage the key ring: data keys, token signing keys, the master key."""
 
 
 @keys.command("rotate")
@@ -258,6 +258,87 @@ def keys_rotate() -> None:
         return await vault.rotate(db, master)
 
     click.echo(f"added data key {_with_db(work)}")
+
+
+@keys.command("rotate-jwt")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["HS256", "EdDSA"]),
+    default=None,
+    help="Default: TALLY_JWT_ALGORITHM.",
+)
+def keys_rotate_jwt(algorithm: str | None) -> None:
+    """Add a token signing key: it signs from the workers' next reload (within 30 s)
+    and the previous key keeps verifying for one token lifetime more."""
+    from service.auth import signing
+
+    settings = _settings()
+    chosen = algorithm or settings.jwt_algorithm
+
+    async def work(db: Database) -> str:
+        return await signing.rotate(db, settings.encryption_key, chosen)
+
+    click.echo(f"added {chosen} signing key {_with_db(work)}")
+
+
+@keys.command("retire-jwt")
+@click.argument("kid")
+def keys_retire_jwt(kid: str) -> None:
+    """Stop a superseded signing key verifying tokens (within 30 s on running workers)."""
+    from service.auth import signing
+
+    async def work(db: Database) -> bool:
+        return await signing.retire(db, kid)
+
+    if not _with_db(work):
+        raise click.ClickException(
+            f"no live signing key {kid} older than the newest (rotate first to replace it)"
+        )
+    click.echo(f"retired signing key {kid}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """The key ring: id, purpose, algorithm, created, retired (never key material)."""
+
+    async def work(db: Database) -> list[tuple[Any, ...]]:
+        async with db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, purpose, coalesce(algorithm, 'AES-256-GCM'), created_at, retired_at"
+                " FROM keys ORDER BY purpose, created_at, id"
+            )
+            return await cur.fetchall()
+
+    for kid, purpose, algorithm, created, retired in _with_db(work):
+        state = f"retired {retired:%Y-%m-%dT%H:%M:%SZ}" if retired else "live"
+        click.echo(f"{kid}\t{purpose}\t{algorithm}\t{created:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+
+
+@keys.command("rotate-master")
+def keys_rotate_master() -> None:
+    """Re-seal every key under TALLY_ENCRYPTION_KEY (the new master key).
+
+    Set the old master key(s) in TALLY_PREVIOUS_ENCRYPTION_KEYS, on the
+    workers too, until this has run; see README "Key rotation".
+    """
+    from service.ledger import vault
+
+    settings = _settings()
+    if not settings.previous_encryption_keys:
+        raise click.ClickException("set TALLY_PREVIOUS_ENCRYPTION_KEYS to the old master key(s)")
+
+    async def work(db: Database) -> int:
+        return await vault.rotate_master(
+            db, settings.encryption_key, settings.previous_encryption_keys
+        )
+
+    from service.crypto import DecryptionFailed
+
+    try:
+        count = _with_db(work)
+    except DecryptionFailed as exc:
+        raise click.ClickException(f"{exc}; nothing was changed") from None
+    click.echo(f"re-sealed {count} keys under the new master key")
 
 
 def _serve(settings: Settings) -> None:

@@ -21,6 +21,10 @@ DEV = "dev"
 ENVIRONMENTS = (DEV, "test", "production")
 
 
+# Seconds between a webhook delivery's attempts (before jitter): 11 attempts over ~24 h.
+WEBHOOK_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0)
+
+
 class ConfigError(Exception):
     """The environment does not describe a runnable service."""
 
@@ -39,8 +43,10 @@ class Settings:
     jwt_secret: str = ""
     jwt_issuer: str = "tally"
     jwt_audience: str = "tally-api"
+    jwt_algorithm: str = "HS256"
     token_ttl_seconds: int = 900
     encryption_key: bytes = b""
+    previous_encryption_keys: tuple[bytes, ...] = ()
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_timeout_seconds: float = 2.0
@@ -63,6 +69,15 @@ class Settings:
     batch_inflight: int = 1
     expiry_interval_seconds: float = 1.0
     idempotency_retention_seconds: int = 24 * 3600
+    # Webhooks (see docs/webhooks.md).
+    webhook_timeout_seconds: float = 5.0
+    webhook_retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
+    webhook_breaker_threshold: int = 5
+    webhook_breaker_cooldown_seconds: float = 60.0
+    webhook_allow_private: bool = False
+    webhook_concurrency: int = 32
+    webhook_poll_seconds: float = 0.5
+    webhook_lease_seconds: float = 60.0
 
     @property
     def is_dev(self) -> bool:
@@ -98,6 +113,14 @@ class Settings:
             raise ConfigError("TALLY_JWT_SECRET must be at least 32 characters")
         if not enc_key:
             raise ConfigError("TALLY_ENCRYPTION_KEY is required outside dev mode")
+        jwt_algorithm = env.get("TALLY_JWT_ALGORITHM", "HS256")
+        if jwt_algorithm not in ("HS256", "EdDSA"):
+            raise ConfigError(f"TALLY_JWT_ALGORITHM must be HS256 or EdDSA, not {jwt_algorithm!r}")
+        previous = tuple(
+            _decode_key(part, "TALLY_PREVIOUS_ENCRYPTION_KEYS")
+            for part in env.get("TALLY_PREVIOUS_ENCRYPTION_KEYS", "").split(",")
+            if part.strip()
+        )
         if bool(env.get("TALLY_TLS_CERT")) != bool(env.get("TALLY_TLS_KEY")):
             raise ConfigError("TALLY_TLS_CERT and TALLY_TLS_KEY go together")
         d = cls()  # the defaults (slots make class attributes descriptors)
@@ -112,8 +135,10 @@ class Settings:
             jwt_secret=jwt_secret,
             jwt_issuer=env.get("TALLY_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("TALLY_JWT_AUDIENCE", d.jwt_audience),
+            jwt_algorithm=jwt_algorithm,
             token_ttl_seconds=_int(env, "TALLY_TOKEN_TTL_SECONDS", d.token_ttl_seconds),
             encryption_key=_decode_key(enc_key),
+            previous_encryption_keys=previous,
             db_pool_min=_int(env, "TALLY_DB_POOL_MIN", d.db_pool_min),
             db_pool_max=_int(env, "TALLY_DB_POOL_MAX", d.db_pool_max),
             db_timeout_seconds=_float(env, "TALLY_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
@@ -142,7 +167,51 @@ class Settings:
             redis_timeout_seconds=_float(
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),
+            **_webhook_settings(env, d, mode),
         )
+
+
+def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, Any]:
+    allow_private = _flag(env, "TALLY_WEBHOOK_ALLOW_PRIVATE", False)
+    if allow_private and mode not in (DEV, "test"):
+        raise ConfigError("TALLY_WEBHOOK_ALLOW_PRIVATE=1 is for dev and test only")
+    timeout = _float(env, "TALLY_WEBHOOK_TIMEOUT_SECONDS", d.webhook_timeout_seconds)
+    lease = _float(env, "TALLY_WEBHOOK_LEASE_SECONDS", d.webhook_lease_seconds)
+    if lease <= timeout:
+        # A lease shorter than an attempt would hand a live delivery to another worker.
+        raise ConfigError("TALLY_WEBHOOK_LEASE_SECONDS must exceed TALLY_WEBHOOK_TIMEOUT_SECONDS")
+    return {
+        "webhook_timeout_seconds": timeout,
+        "webhook_retry_schedule": _schedule(env, "TALLY_WEBHOOK_RETRY_SCHEDULE"),
+        "webhook_breaker_threshold": max(
+            1, _int(env, "TALLY_WEBHOOK_BREAKER_THRESHOLD", d.webhook_breaker_threshold)
+        ),
+        "webhook_breaker_cooldown_seconds": _float(
+            env, "TALLY_WEBHOOK_BREAKER_COOLDOWN_SECONDS", d.webhook_breaker_cooldown_seconds
+        ),
+        "webhook_allow_private": allow_private,
+        "webhook_concurrency": max(
+            1, _int(env, "TALLY_WEBHOOK_CONCURRENCY", d.webhook_concurrency)
+        ),
+        "webhook_poll_seconds": _float(env, "TALLY_WEBHOOK_POLL_SECONDS", d.webhook_poll_seconds),
+        "webhook_lease_seconds": lease,
+    }
+
+
+def _schedule(env: dict[str, str], name: str) -> tuple[float, ...]:
+    """Comma-separated seconds, e.g. "5,30,120"; empty or "none" means no retries."""
+    raw = env.get(name)
+    if raw is None:
+        return WEBHOOK_RETRY_SCHEDULE
+    if raw.strip().lower() in ("", "none"):
+        return ()
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, not {raw!r}") from None
+    if len(delays) > 50 or not all(0 < x <= 7 * 24 * 3600 for x in delays):
+        raise ConfigError(f"{name}: at most 50 delays, each over 0 and at most 7 days")
+    return delays
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -192,13 +261,14 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def _decode_key(raw: str) -> bytes:
+def _decode_key(raw: str, name: str = "TALLY_ENCRYPTION_KEY") -> bytes:
+    raw = raw.strip()
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except ValueError:
-        raise ConfigError("TALLY_ENCRYPTION_KEY must be URL-safe base64") from None
+        raise ConfigError(f"{name} must be URL-safe base64") from None
     if len(key) != 32:
-        raise ConfigError("TALLY_ENCRYPTION_KEY must decode to 32 bytes (AES-256)")
+        raise ConfigError(f"{name} must decode to 32 bytes (AES-256)")
     return key
 
 

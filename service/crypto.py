@@ -11,6 +11,7 @@ ciphertext cannot be pasted into another.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -38,13 +39,20 @@ def seal_key(master: bytes, kid: str, key: bytes) -> bytes:
     return nonce + AESGCM(master).encrypt(nonce, key, b"tally-key:" + kid.encode())
 
 
-def open_key(master: bytes, kid: str, sealed: bytes) -> bytes:
-    try:
-        return AESGCM(master).decrypt(
-            sealed[:_NONCE], sealed[_NONCE:], b"tally-key:" + kid.encode()
-        )
-    except InvalidTag:
-        raise DecryptionFailed(f"key {kid} does not open with this master key") from None
+def open_key(masters: bytes | Sequence[bytes], kid: str, sealed: bytes) -> bytes:
+    """Decrypt a data key with whichever of the master keys sealed it.
+
+    Several master keys are tried while the master key itself is being
+    rotated (the current one first, then TALLY_PREVIOUS_ENCRYPTION_KEYS).
+    """
+    for master in [masters] if isinstance(masters, bytes) else masters:
+        try:
+            return AESGCM(master).decrypt(
+                sealed[:_NONCE], sealed[_NONCE:], b"tally-key:" + kid.encode()
+            )
+        except InvalidTag:
+            continue
+    raise DecryptionFailed(f"key {kid} does not open with the configured master key")
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def page_response(data: list[Any], limit: int, last_id: uuid.UUID | None) -> Res
     return json_response({"data": data, "meta": meta})
 
 
-def principal_of(request: Request) -> Principal:
+async def principal_of(request: Request) -> Principal:
     """Verify the bearer token on `request` (401 on any failure)."""
     header = request.headers.get("authorization")
     if not header:
@@ -69,7 +69,7 @@ def principal_of(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthenticated("Use the Authorization: Bearer <token> scheme.")
     try:
-        return request.app.state.tokens.verify(token.strip())
+        return await request.app.state.tokens.verify_async(token.strip())
     except InvalidToken:
         raise unauthenticated("The token is invalid or expired.") from None
 
@@ -97,7 +97,7 @@ async def authorize(request: Request, scope: str) -> Principal:
     """Token, client status, rate limit, then scope (in that order)."""
     state = request.app.state
     try:
-        principal = principal_of(request)
+        principal = await principal_of(request)
     except ApiError:
         # Unauthenticated callers share a bucket per source address, so
         # guessing tokens is throttled too.

@@ -1,4 +1,8 @@
-"""Short-lived JWT access tokens (pyjwt, HS256) carrying tenant and scopes."""
+"""Short-lived JWT access tokens (pyjwt) carrying tenant and scopes.
+
+Signed with the active key of the signing ring (`service.auth.signing`):
+HS256 or EdDSA, named by `kid`; any live key of the ring verifies.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from dataclasses import dataclass
 
 import jwt
 
+from service.auth import signing
 from service.config import Settings
 from service.db.ids import new_id
+from service.db.pool import Database
 
-ALGORITHM = "HS256"
 _REQUIRED = ["exp", "iat", "sub", "tid", "scope", "iss", "aud", "jti"]
 _CACHE_SIZE = 10_000
 
@@ -29,10 +34,23 @@ class InvalidToken(Exception):
     pass
 
 
+class UnknownSigningKey(InvalidToken):
+    """The token names a key id this worker does not know (perhaps not yet)."""
+
+
 class TokenService:
-    def __init__(self, settings: Settings) -> None:
-        self._key = settings.jwt_secret
-        self._kid = settings.jwt_kid
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database | None = None,
+        masters: tuple[bytes, ...] = (),
+    ) -> None:
+        self._static = signing.static_key(settings.jwt_secret)
+        self._ring = signing.SigningRing({self._static.kid: self._static}, self._static)
+        self._db = db
+        self._masters = masters
+        self._algorithm = settings.jwt_algorithm
+        self._miss_reload_at = 0.0
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self.ttl = settings.token_ttl_seconds
@@ -52,7 +70,41 @@ class TokenService:
             "iss": self._issuer,
             "aud": self._audience,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
+        key = self._ring.active
+        return jwt.encode(claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
+
+    @property
+    def active_kid(self) -> str:
+        return self._ring.active.kid
+
+    async def reload(self, *, startup: bool = False) -> None:
+        """Load the signing ring from the database.
+
+        At start-up, a key of the configured algorithm is added if the newest
+        key is of another one. Cached verifications are dropped whenever the
+        ring changes, so a retired key stops working at once.
+        """
+        if self._db is None:
+            return
+        stored = await signing.load(
+            self._db, self._masters, algorithm=self._algorithm if startup else None
+        )
+        ring = signing.build_ring(self._static, stored, self.ttl)
+        if ring.fingerprint() != self._ring.fingerprint():
+            self._verified.clear()
+        self._ring = ring
+
+    async def verify_async(self, token: str) -> Principal:
+        """`verify`, reloading the ring (at most once a second) on an unknown key id."""
+        try:
+            return self.verify(token)
+        except UnknownSigningKey:
+            now = time.monotonic()
+            if self._db is None or now - self._miss_reload_at < 1.0:
+                raise
+            self._miss_reload_at = now
+            await self.reload()
+            return self.verify(token)
 
     def verify(self, token: str) -> Principal:
         """Check algorithm, key id, signature, expiry, issuer, audience and claims."""
@@ -71,12 +123,19 @@ class TokenService:
     def _verify(self, token: str) -> tuple[Principal, int]:
         try:
             header = jwt.get_unverified_header(token)
-            if header.get("alg") != ALGORITHM or header.get("kid") != self._kid:
-                raise InvalidToken("unknown signing key or algorithm")
+            kid = header.get("kid")
+            if not isinstance(kid, str):
+                raise InvalidToken("no key id")
+            key = self._ring.verifier(kid, time.time())
+            if key is None:
+                raise UnknownSigningKey(kid)
+            # The key decides the algorithm, never the token's header.
+            if header.get("alg") != key.algorithm:
+                raise InvalidToken("wrong algorithm for this key")
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[ALGORITHM],
+                key.verifying,
+                algorithms=[key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": _REQUIRED},
@@ -89,6 +148,8 @@ class TokenService:
                 raise InvalidToken("malformed claims")
             if not isinstance(expires, int):
                 raise InvalidToken("malformed exp")
+        except InvalidToken:
+            raise
         except (jwt.PyJWTError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidToken(str(exc)) from None
         return Principal(sub, tenant_id, frozenset(scope.split())), expires

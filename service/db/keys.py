@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import psycopg
 
@@ -18,10 +19,49 @@ async def load(conn: psycopg.AsyncConnection, purpose: str) -> list[tuple[str, b
     return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
 
 
-async def add(conn: psycopg.AsyncConnection, kid: str, purpose: str, sealed: bytes) -> None:
+async def add(
+    conn: psycopg.AsyncConnection,
+    kid: str,
+    purpose: str,
+    sealed: bytes,
+    algorithm: str | None = None,
+) -> None:
     await conn.execute(
-        "INSERT INTO keys (id, purpose, sealed) VALUES (%s, %s, %s)", (kid, purpose, sealed)
+        "INSERT INTO keys (id, purpose, sealed, algorithm) VALUES (%s, %s, %s, %s)",
+        (kid, purpose, sealed, algorithm),
     )
+
+
+async def load_signing(
+    conn: psycopg.AsyncConnection,
+) -> list[tuple[str, str, bytes, datetime, datetime | None]]:
+    """Token signing keys, oldest first: (id, algorithm, sealed, created_at, retired_at)."""
+    cur = await conn.execute(
+        "SELECT id, algorithm, sealed, created_at, retired_at FROM keys"
+        " WHERE purpose = 'jwt' ORDER BY created_at, id"
+    )
+    return [(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in await cur.fetchall()]
+
+
+async def retire(conn: psycopg.AsyncConnection, kid: str) -> bool:
+    """Retire a signing key that is not the newest; False if there is no such key."""
+    cur = await conn.execute(
+        "UPDATE keys SET retired_at = clock_timestamp()"
+        " WHERE id = %s AND purpose = 'jwt' AND retired_at IS NULL"
+        "   AND created_at < (SELECT max(created_at) FROM keys WHERE purpose = 'jwt')",
+        (kid,),
+    )
+    return cur.rowcount == 1
+
+
+async def all_sealed(conn: psycopg.AsyncConnection) -> list[tuple[str, bytes]]:
+    """Every key of the ring, locked, for re-sealing under a new master key."""
+    cur = await conn.execute("SELECT id, sealed FROM keys ORDER BY id FOR UPDATE")
+    return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
+
+
+async def set_sealed(conn: psycopg.AsyncConnection, kid: str, sealed: bytes) -> None:
+    await conn.execute("UPDATE keys SET sealed = %s WHERE id = %s", (sealed, kid))
 
 
 async def lock(conn: psycopg.AsyncConnection) -> None:

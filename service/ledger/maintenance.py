@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from typing import Protocol
 
 from fastpath import kernel
 from service.db import idempotency as idem_sql
@@ -16,6 +17,11 @@ from service.ledger.transfers import NewTransfer, NotCommitted, Request, Settle,
 from service.ledger.vault import Vault
 
 log = logging.getLogger("tally.maintenance")
+
+
+class Reloadable(Protocol):
+    async def reload(self) -> None: ...
+
 
 EXPIRY_BATCH = 1000
 
@@ -45,6 +51,7 @@ async def purge_keys(engine: TransferEngine, retention_seconds: float) -> int:
 async def run(
     engine: TransferEngine,
     vault: Vault,
+    tokens: Reloadable | None = None,
     *,
     interval: float,
     key_retention: float,
@@ -61,6 +68,8 @@ async def run(
                 # Pick up rotated keys, then move holders onto the active one.
                 next_keys = time.monotonic() + keys_every
                 await vault.load()
+                if tokens is not None:
+                    await tokens.reload()
                 while await vault.reseal():
                     pass
             if time.monotonic() >= next_purge:

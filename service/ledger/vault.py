@@ -30,9 +30,10 @@ def _aad(tenant_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
 
 
 class Vault:
-    def __init__(self, db: Database, master_key: bytes) -> None:
+    def __init__(self, db: Database, master_key: bytes, previous: tuple[bytes, ...] = ()) -> None:
         self._db = db
         self._master = master_key
+        self._masters = (master_key, *previous)
         self._ring: crypto.KeyRing | None = None
 
     async def ring(self) -> crypto.KeyRing:
@@ -50,7 +51,7 @@ class Vault:
                 rows = await sql.load(conn, DATA)
                 if not rows:
                     rows = [await _add_key(conn, self._master)]
-        keys = {kid: crypto.AESGCM(crypto.open_key(self._master, kid, sealed))
+        keys = {kid: crypto.AESGCM(crypto.open_key(self._masters, kid, sealed))
                 for kid, sealed in rows}  # fmt: skip
         self._ring = crypto.KeyRing(keys, rows[-1][0])
 
@@ -99,3 +100,21 @@ async def rotate(db: Database, master_key: bytes) -> str:
         kid, _ = await _add_key(conn, master_key)
     log.info("added data key %s", kid)
     return kid
+
+
+async def rotate_master(db: Database, master_key: bytes, previous: tuple[bytes, ...]) -> int:
+    """Re-seal every key of the ring (data and signing) under `master_key`.
+
+    Each key is opened with whichever of `master_key` and `previous` sealed
+    it, so the command can be run again after an interruption. Returns how
+    many keys were re-sealed. Nothing is written unless every key opens.
+    """
+    masters = (master_key, *previous)
+    async with db.connection() as conn, conn.transaction():
+        await sql.lock(conn)
+        rows = await sql.all_sealed(conn)
+        opened = [(kid, crypto.open_key(masters, kid, sealed)) for kid, sealed in rows]
+        for kid, key in opened:
+            await sql.set_sealed(conn, kid, crypto.seal_key(master_key, kid, key))
+    log.info("re-sealed %d keys under the new master key", len(opened))
+    return len(opened)

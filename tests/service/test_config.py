@@ -51,6 +51,23 @@ def test_values_are_read_and_validated():
         "production",
     )
     assert s.jwt_kid and JWT not in s.jwt_kid
+    assert (s.jwt_algorithm, s.previous_encryption_keys) == ("HS256", ())
+
+
+def test_master_key_rotation_settings():
+    old = [secrets.token_bytes(32) for _ in range(2)]
+    s = Settings.from_env(
+        {
+            "TALLY_JWT_SECRET": JWT,
+            "TALLY_ENCRYPTION_KEY": KEY,
+            "TALLY_JWT_ALGORITHM": "EdDSA",
+            "TALLY_PREVIOUS_ENCRYPTION_KEYS": " , ".join(
+                base64.urlsafe_b64encode(k).decode() for k in old
+            ),
+        }
+    )
+    assert s.jwt_algorithm == "EdDSA"
+    assert s.previous_encryption_keys == tuple(old)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +79,9 @@ def test_values_are_read_and_validated():
         ({"TALLY_JWT_SECRET": "short"}, "at least 32"),
         ({"TALLY_ENCRYPTION_KEY": "abc"}, "32 bytes"),
         ({"TALLY_DB_TIMEOUT_SECONDS": "0"}, "positive"),
+        ({"TALLY_JWT_ALGORITHM": "none"}, "HS256 or EdDSA"),
+        ({"TALLY_JWT_ALGORITHM": "RS256"}, "HS256 or EdDSA"),
+        ({"TALLY_PREVIOUS_ENCRYPTION_KEYS": "abc"}, "TALLY_PREVIOUS_ENCRYPTION_KEYS"),
     ],
 )
 def test_bad_values_are_refused(changes, message):
