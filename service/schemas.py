@@ -121,6 +121,21 @@ class TokenResponse(Struct):
     scope: str
 
 
+class Jwk(Struct):
+    """An Ed25519 public key that verifies Tally's EdDSA tokens (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class JwkSet(Struct):
+    keys: list[Jwk]
+
+
 class FieldError(Struct):
     field: str
     message: str

@@ -18,7 +18,7 @@ from service.api.routing import Endpoint, client_address, json_response, limit
 from service.auth import clients
 from service.auth import scopes as scope_names
 from service.errors import ApiError, bad_request
-from service.schemas import TokenRequest, TokenResponse
+from service.schemas import JwkSet, TokenRequest, TokenResponse
 
 _FORM = "application/x-www-form-urlencoded"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -120,7 +120,21 @@ async def issue_token(request: Request) -> Response:
     )
 
 
+async def jwks(request: Request) -> Response:
+    """The public keys of the signing ring, for services that verify Tally's tokens."""
+    keys = request.app.state.tokens.public_keys()
+    return json_response({"keys": keys}, headers={"Cache-Control": "public, max-age=60"})
+
+
 ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/.well-known/jwks.json",
+        jwks,
+        "Public keys that verify EdDSA tokens (empty with HS256)",
+        response=JwkSet,
+        tag="auth",
+    ),
     Endpoint(
         "POST",
         "/api/auth/token",

@@ -6,6 +6,7 @@ HS256 or EdDSA, named by `kid`; any live key of the ring verifies.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,6 +73,24 @@ class TokenService:
         }
         key = self._ring.active
         return jwt.encode(claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid})
+
+    def public_keys(self) -> list[dict[str, str]]:
+        """The ring's live EdDSA public keys as JWKs (HS256 secrets are never shown)."""
+        now = time.time()
+        return [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": base64.urlsafe_b64encode(key.verifying.public_bytes_raw())
+                .rstrip(b"=")
+                .decode(),
+                "kid": key.kid,
+                "alg": signing.EDDSA,
+                "use": "sig",
+            }
+            for key in self._ring.keys.values()
+            if key.algorithm == signing.EDDSA and self._ring.verifier(key.kid, now) is not None
+        ]
 
     @property
     def active_kid(self) -> str:

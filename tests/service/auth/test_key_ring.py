@@ -326,3 +326,28 @@ def test_cli_rotate_list_retire_and_rotate_master(tally_keys, ring_settings):
     assert "re-sealed 3 keys" in done.stdout
     bad = tally_keys("rotate-jwt", ok=False, TALLY_PREVIOUS_ENCRYPTION_KEYS="bm90IDMy")
     assert "TALLY_PREVIOUS_ENCRYPTION_KEYS" in bad.stderr
+
+
+async def test_jwks_publishes_eddsa_public_keys_only(ring_settings):
+    async with running(ring_settings) as (a, http):
+        r = await http.get("/.well-known/jwks.json")
+        assert r.status_code == 200 and r.json() == {"keys": []}  # HS256: nothing to publish
+        assert "max-age" in r.headers["cache-control"]
+    eddsa = ring_settings.with_overrides(jwt_algorithm="EdDSA")
+    async with running(eddsa) as (a, http):
+        tenant = await make_tenant(a)
+        token = tenant.token()
+        published = (await http.get("/.well-known/jwks.json")).json()["keys"]
+        assert [k["kid"] for k in published] == [kid_of(token)]
+        assert set(published[0]) == {"kty", "crv", "x", "kid", "alg", "use"}
+        # Anyone holding the JWK can verify the token; nothing secret was shown.
+        public = jwt.PyJWK(published[0]).key
+        claims = jwt.decode(
+            token,
+            public,
+            algorithms=["EdDSA"],
+            audience=eddsa.jwt_audience,
+            issuer=eddsa.jwt_issuer,
+        )
+        assert claims["tid"] == str(tenant.tenant_id)
+        assert ring_settings.jwt_secret not in r.text
