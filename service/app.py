@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from service import openapi
-from service.api import accounts, auth, ops, statements, transfers
+from service.api import accounts, auth, events, ops, statements, transfers, webhooks
 from service.api.routing import Endpoint, build_routes
 from service.auth.clients import ClientDirectory
 from service.auth.tokens import TokenService
@@ -32,6 +32,8 @@ ENDPOINTS: list[Endpoint] = [
     *accounts.ENDPOINTS,
     *statements.ENDPOINTS,
     *transfers.ENDPOINTS,
+    *events.ENDPOINTS,
+    *webhooks.ENDPOINTS,
     *ops.ENDPOINTS,
 ]
 

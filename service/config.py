@@ -22,7 +22,9 @@ ENVIRONMENTS = (DEV, "test", "production")
 
 
 # Seconds between a webhook delivery's attempts (before jitter): 11 attempts over ~24 h.
-WEBHOOK_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0)
+WEBHOOK_RETRY_SCHEDULE = (
+    5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0
+)  # fmt: skip
 
 
 class ConfigError(Exception):

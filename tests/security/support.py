@@ -17,7 +17,11 @@ from tests.service.api.helpers import open_account
 TOKEN_PATH = "/api/auth/token"
 HOLDER = {"name": "Ada Lovelace", "email": "ada@example.com"}
 # Every table whose rows belong to a tenant and that a request could write.
-TENANT_TABLES = ("accounts", "transfers", "entries", "events", "idempotency_keys")
+TENANT_TABLES = (
+    "accounts", "transfers", "entries", "events", "idempotency_keys", "webhook_endpoints"
+)  # fmt: skip
+# A public address for webhook endpoints; never contacted (no dispatcher runs here).
+WEBHOOK_URL = "https://93.184.215.14/tally/hooks"
 
 API_ENDPOINTS = [ep for ep in ENDPOINTS if ep.path.startswith("/api/")]
 GUARDED = [ep for ep in ENDPOINTS if ep.scope is not None]
@@ -39,6 +43,7 @@ class Ledger:
     sink: str
     posted: str
     pending: str
+    webhook: str
 
     @property
     def accounts(self) -> tuple[str, str]:
@@ -47,6 +52,8 @@ class Ledger:
     def path(self, ep: Endpoint) -> str:
         """The endpoint's path with `{id}` set to a real object of this ledger."""
         target = self.source if ep.path.startswith("/api/accounts/") else self.pending
+        if ep.path.startswith("/api/webhooks/"):
+            target = self.webhook
         return ep.path.replace("{id}", target)
 
     def body(self, ep: Endpoint) -> dict[str, Any] | None:
@@ -68,6 +75,8 @@ def sample_body(ep: Endpoint, debit: str, credit: str) -> dict[str, Any] | None:
         "POST /api/transfers/batch": {"atomic": True, "transfers": [transfer]},
         "POST /api/transfers/{id}/post": {},
         "POST /api/transfers/{id}/void": {},
+        "POST /api/webhooks": {"url": WEBHOOK_URL},
+        "PATCH /api/webhooks/{id}": {"description": "renamed"},
     }
     return bodies.get(name(ep))
 
@@ -93,7 +102,9 @@ async def seed_ledger(client: httpx.AsyncClient, tenant: Tenant) -> Ledger:
     sink = await open_account(client, tenant, holder=HOLDER, metadata={"k": "v"})
     posted = await transfer(client, tenant, source, sink, 500)
     pending = await transfer(client, tenant, source, sink, 200, pending=True)
-    return Ledger(tenant, source, sink, posted["id"], pending["id"])
+    r = await client.post("/api/webhooks", json={"url": WEBHOOK_URL}, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    return Ledger(tenant, source, sink, posted["id"], pending["id"], r.json()["data"]["id"])
 
 
 async def call(

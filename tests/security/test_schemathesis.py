@@ -53,6 +53,8 @@ SEED = 20240611
 MAX_EXAMPLES = 60
 ACCOUNTS = 4
 HOLDS = 40
+WEBHOOKS = 60
+WEBHOOK_URL = "https://93.184.215.14/tally/hooks"  # public, never contacted
 CURRENCY = "USD"
 TOKEN_PATH = "/api/auth/token"
 # 422 joins the defaults: ledger rules reject schema-valid requests by design.
@@ -64,6 +66,7 @@ class World:
     tenant: Tenant
     accounts: list[str]
     holds: list[str]
+    webhooks: list[str]
 
 
 @dataclass
@@ -112,7 +115,14 @@ async def world(app: Starlette) -> AsyncIterator[World]:
             )
             assert r.status_code == 201, r.text
             holds.append(r.json()["data"]["id"])
-    yield World(tenant, accounts, holds)
+        webhooks = []
+        for _ in range(WEBHOOKS):
+            r = await http.post(
+                "/api/webhooks", json={"url": WEBHOOK_URL}, headers=tenant.headers()
+            )
+            assert r.status_code == 201, r.text
+            webhooks.append(r.json()["data"]["id"])
+    yield World(tenant, accounts, holds, webhooks)
 
 
 def _config(world: World) -> schemathesis.Config:
@@ -131,6 +141,8 @@ def _config(world: World) -> schemathesis.Config:
             "dictionaries": {
                 "accounts": {"values": world.accounts},
                 "holds": {"values": world.holds},
+                "webhooks": {"values": world.webhooks},
+                "webhook_url": {"values": [WEBHOOK_URL]},
                 "currency": {"values": [CURRENCY]},
                 "client_id": {"values": [str(world.tenant.client_id)]},
                 "client_secret": {"values": [world.tenant.client_secret]},
@@ -143,6 +155,7 @@ def _config(world: World) -> schemathesis.Config:
                 "body.currency": pick("currency", 0.6),
                 "body.transfers[*].currency": pick("currency", 0.6),
                 "query.account_id": pick("accounts"),
+                "body.url": pick("webhook_url", 0.6),
                 "body.client_id": pick("client_id", 0.6),
                 "body.client_secret": pick("client_secret", 0.6),
             },
@@ -163,6 +176,10 @@ def _config(world: World) -> schemathesis.Config:
                 {
                     "include-path-regex": "^/api/transfers/",
                     "parameters": {"path.id": pick("holds")},
+                },
+                {
+                    "include-path-regex": "^/api/webhooks/",
+                    "parameters": {"path.id": pick("webhooks")},
                 },
             ],
         }

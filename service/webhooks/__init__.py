@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, signing, the SSRF guard and the delivery dispatcher (`tally worker`)."""
