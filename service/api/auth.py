@@ -37,7 +37,14 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
         return None
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
-        raise bad_request("Only HTTP Basic client authentication is supported here.")
+        # RFC 6749 5.2: client authentication with an unsupported scheme is
+        # invalid_client (401), with the scheme the server does support.
+        raise ApiError(
+            401,
+            "INVALID_CLIENT",
+            "Only HTTP Basic client authentication is supported here.",
+            headers={"WWW-Authenticate": 'Basic realm="tally"'},
+        )
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
