@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -382,6 +384,40 @@ def serve() -> None:
 
 
 @main.command()
+@click.option(
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    help="Deliver only this tenant's events (a tenant id; repeatable). Default: all tenants.",
+)
+def worker(tenant_ids: tuple[str, ...]) -> None:
+    """Deliver webhooks (several workers may run at once); stops on SIGTERM or SIGINT."""
+    from service.webhooks.dispatcher import run_worker
+
+    settings = _settings()
+    if not settings.database_url:
+        raise click.ClickException("TALLY_DATABASE_URL must be set")
+    tenants = []
+    for ref in tenant_ids:
+        parsed = parse_id(ref)
+        if parsed is None:
+            raise click.BadParameter("must be a tenant id (UUID)", param_hint="--tenant")
+        tenants.append(parsed)
+    apply_migrations(settings.database_url)
+    asyncio.run(run_worker(settings, tenants or None))
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+@main.command()
 def dev() -> None:
     """What `make run` does: embedded servers if needed, migrate, dev client, serve."""
     os.environ.setdefault("TALLY_ENV", "dev")
@@ -396,7 +432,12 @@ def dev() -> None:
         apply_migrations(db_url)
         creds = _with_db_url(db_url, lambda db: _ensure_dev_client(db, settings.data_dir))
         _print_banner(settings, creds)
-        _serve(settings)
+        # The webhook dispatcher runs beside the server, as `tally worker` would.
+        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
+        try:
+            _serve(settings)
+        finally:
+            _stop_worker(worker)
 
 
 def _with_db_url(url: str, work: Callable[[Database], Awaitable[T]]) -> T:

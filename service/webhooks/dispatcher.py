@@ -254,6 +254,8 @@ async def run_worker(settings: Settings, tenants: list[uuid.UUID] | None = None)
     )
     await db.open()
     vault = Vault(db, settings.encryption_key, settings.previous_encryption_keys)
+    # httpx logs every request at INFO; attempts are recorded on the delivery rows.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
