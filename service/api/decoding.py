@@ -157,6 +157,11 @@ def _collect(raw: Any, kind: Any, prefix: str) -> list[dict[str, str]]:
             msgspec.convert(raw, kind)
         except msgspec.ValidationError as exc:
             sub, text = _field_path(str(exc))
+            types = _dict_types(kind)
+            if isinstance(raw, dict) and types is not None:
+                entries = _collect_entries(raw, *types, prefix)
+                if entries:  # else the map itself is at fault (e.g. too many keys)
+                    return entries
             return [{"field": _join(prefix, sub), "message": text}]
         return []
     errors: list[dict[str, str]] = []
@@ -188,6 +193,37 @@ def _collect_items(raw: list[Any], kind: Any, item_type: type, prefix: str) -> l
     for i, item in enumerate(raw):
         errors.extend(_collect(item, item_type, f"{prefix}[{i}]"))
     return errors
+
+
+def _collect_entries(
+    raw: dict[Any, Any], key_type: Any, value_type: Any, prefix: str
+) -> list[dict[str, str]]:
+    """A map's entries one by one, so an error names the key (`metadata.k`)."""
+    errors: list[dict[str, str]] = []
+    for key, value in raw.items():
+        try:
+            msgspec.convert(key, key_type)
+        except msgspec.ValidationError as exc:
+            errors.append({"field": prefix, "message": f"key `{key}`: {_field_path(str(exc))[1]}"})
+            continue
+        try:
+            msgspec.convert(value, value_type)
+        except msgspec.ValidationError as exc:
+            errors.append({"field": _join(prefix, str(key)), "message": _field_path(str(exc))[1]})
+    return errors
+
+
+def _dict_types(kind: Any) -> tuple[Any, Any] | None:
+    """(key type, value type) when `kind` is dict[K, V] (maybe Annotated or Optional)."""
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    for arg in (kind, *typing.get_args(kind)):
+        if typing.get_origin(arg) is typing.Annotated:
+            arg = typing.get_args(arg)[0]
+        if typing.get_origin(arg) is dict:
+            key_type, value_type = typing.get_args(arg)
+            return key_type, value_type
+    return None
 
 
 def _list_item_struct(kind: Any) -> type | None:

@@ -270,22 +270,22 @@ async def test_open_rejects_metadata_over_50_keys(client, tenant):
 
 async def test_open_rejects_metadata_key_over_40_chars(client, tenant):
     r = await create(client, tenant, {"name": "a", "currency": "USD", "metadata": {"k" * 41: "v"}})
-    names = field_names(assert_error(r, 422, "VALIDATION_ERROR"))
-    assert len(names) == 1 and names[0].startswith("metadata")
+    error = assert_error(r, 422, "VALIDATION_ERROR")
+    assert field_names(error) == ["metadata"]
+    assert error["details"]["fields"][0]["message"].startswith(f"key `{'k' * 41}`")
     await assert_no_accounts(client, tenant)
 
 
 async def test_open_rejects_empty_metadata_key(client, tenant):
     r = await create(client, tenant, {"name": "a", "currency": "USD", "metadata": {"": "v"}})
-    names = field_names(assert_error(r, 422, "VALIDATION_ERROR"))
-    assert len(names) == 1 and names[0].startswith("metadata")
+    assert field_names(assert_error(r, 422, "VALIDATION_ERROR")) == ["metadata"]
     await assert_no_accounts(client, tenant)
 
 
 async def test_open_rejects_metadata_value_over_500_chars(client, tenant):
-    r = await create(client, tenant, {"name": "a", "currency": "USD", "metadata": {"k": "v" * 501}})
-    names = field_names(assert_error(r, 422, "VALIDATION_ERROR"))
-    assert len(names) == 1 and names[0].startswith("metadata")
+    metadata = {"a": "fine", "k": "v" * 501, "z": "w" * 501}
+    r = await create(client, tenant, {"name": "a", "currency": "USD", "metadata": metadata})
+    assert field_names(assert_error(r, 422, "VALIDATION_ERROR")) == ["metadata.k", "metadata.z"]
     await assert_no_accounts(client, tenant)
 
 
