@@ -1,0 +1,3 @@
+from benchmarks.http.harness import main
+
+main()
