@@ -1,0 +1,1 @@
+"""Locust load tests: `make load` (`python -m loadtests --help`)."""
