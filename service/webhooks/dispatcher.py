@@ -213,6 +213,10 @@ class Dispatcher:
             # Unrecorded: the lease runs out and the delivery is attempted again.
             self.stats["unrecorded"] += 1
             return
+        except Exception:
+            log.exception("webhook delivery %s: outcome not recorded", delivery_id)
+            self.stats["unrecorded"] += 1
+            return
         if not kept:
             # Our lease ran out and another worker took the delivery over.
             self.stats["lease_lost"] += 1
