@@ -25,6 +25,7 @@ from service.ledger.transfers import TransferEngine
 from service.ledger.vault import Vault
 from service.middleware import RequestContext
 from service.ratelimit import RateLimiter
+from service.tasks import cancel_and_wait
 
 VERSION = "0.1.0"
 ENDPOINTS: list[Endpoint] = [
@@ -72,9 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            await cancel_and_wait(upkeep)
             await engine.queue.drain()
             logging.getLogger("tally.batcher").info("group commit: %s", engine.queue.stats())
             await app.state.db.close()

@@ -15,6 +15,7 @@ from service.db import transfers as sql
 from service.db.pool import DatabaseUnavailable
 from service.ledger.transfers import NewTransfer, NotCommitted, Request, Settle, TransferEngine
 from service.ledger.vault import Vault
+from service.tasks import cancel_requested
 
 log = logging.getLogger("tally.maintenance")
 
@@ -79,4 +80,6 @@ async def run(
             pass
         except Exception:
             log.exception("maintenance pass failed")
+        if cancel_requested():  # a cancellation swallowed on the way (see service.tasks)
+            raise asyncio.CancelledError
         await asyncio.sleep(interval)
