@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 # Serialises key creation (two workers starting at once create one key).
 _LOCK_ID = 0x7A11_0002
@@ -93,3 +94,31 @@ async def set_holder(
         "UPDATE accounts SET holder = %s, holder_plain = NULL WHERE tenant_id = %s AND id = %s",
         (sealed, tenant_id, account_id),
     )
+
+
+async def sealed_to_reseal(
+    conn: psycopg.AsyncConnection, table: str, column: str, active_kid: str, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
+    """Rows of `table` whose sealed `column` is under another key than the active one (locked)."""
+    prefix = b"\x01" + bytes([len(active_kid.encode())]) + active_kid.encode()
+    query = sql.SQL(
+        "SELECT tenant_id, id, {col} FROM {tbl}"
+        " WHERE substring({col} FROM 1 FOR %s) <> %s"
+        " LIMIT %s FOR UPDATE SKIP LOCKED"
+    ).format(col=sql.Identifier(column), tbl=sql.Identifier(table))
+    cur = await conn.execute(query, (len(prefix), prefix, limit))
+    return [(r[0], r[1], bytes(r[2])) for r in await cur.fetchall()]
+
+
+async def set_sealed_column(
+    conn: psycopg.AsyncConnection,
+    table: str,
+    column: str,
+    tenant_id: uuid.UUID,
+    row_id: uuid.UUID,
+    sealed: bytes,
+) -> None:
+    query = sql.SQL("UPDATE {tbl} SET {col} = %s WHERE tenant_id = %s AND id = %s").format(
+        col=sql.Identifier(column), tbl=sql.Identifier(table)
+    )
+    await conn.execute(query, (sealed, tenant_id, row_id))

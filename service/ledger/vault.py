@@ -25,6 +25,13 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+# The associated data of a webhook signing secret: this prefix, tenant id, endpoint id.
+WEBHOOK_SECRET_AAD = b"webhook-secret:"
+# Sealed columns other than account holders, re-sealed after a rotation like
+# them: (table, column, AAD prefix); rows are keyed (tenant_id, id).
+SEALED_COLUMNS = (("webhook_endpoints", "secret", WEBHOOK_SECRET_AAD),)
+
+
 def _aad(tenant_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
     return b"holder:" + tenant_id.bytes + account_id.bytes
 
@@ -73,7 +80,8 @@ class Vault:
         return _decode(plain)
 
     async def reseal(self, batch: int = 500) -> int:
-        """Seal plaintext holders and re-seal old-key ones under the active key."""
+        """Seal plaintext holders, and re-seal holders and webhook secrets under
+        an older key with the active one; returns how many rows changed."""
         ring = await self.ring()
         async with self._db.connection() as conn, conn.transaction():
             rows = await sql.holders_to_seal(conn, ring.active, batch)
@@ -83,6 +91,26 @@ class Vault:
                     plain = await self.open_holder(tenant_id, account_id, sealed)
                 aad = _aad(tenant_id, account_id)
                 await sql.set_holder(conn, tenant_id, account_id, ring.encrypt(_encode(plain), aad))
+            count = len(rows)
+            for table, column, prefix in SEALED_COLUMNS:
+                count += await self._reseal_column(conn, ring, table, column, prefix, batch)
+        return count
+
+    async def _reseal_column(
+        self, conn: Any, ring: crypto.KeyRing, table: str, column: str, prefix: bytes, batch: int
+    ) -> int:
+        rows = await sql.sealed_to_reseal(conn, table, column, ring.active, batch)
+        for tenant_id, row_id, sealed in rows:
+            aad = prefix + tenant_id.bytes + row_id.bytes
+            try:
+                plain = ring.decrypt(sealed, aad)
+            except crypto.UnknownKey:
+                await self.load()
+                ring = await self.ring()
+                plain = ring.decrypt(sealed, aad)
+            await sql.set_sealed_column(
+                conn, table, column, tenant_id, row_id, ring.encrypt(plain, aad)
+            )
         return len(rows)
 
 

@@ -16,7 +16,7 @@ from service import crypto
 from service.db import webhooks as sql
 from service.db.ids import new_id
 from service.db.pool import Database
-from service.ledger.vault import Vault
+from service.ledger.vault import WEBHOOK_SECRET_AAD, Vault
 from service.webhooks import policy, signing, ssrf
 from service.webhooks.schemas import EVENT_TYPES, WebhookCreate, WebhookPatch
 
@@ -26,7 +26,7 @@ class EndpointNotFound(Exception):
 
 
 def _aad(tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> bytes:
-    return b"webhook-secret:" + tenant_id.bytes + endpoint_id.bytes
+    return WEBHOOK_SECRET_AAD + tenant_id.bytes + endpoint_id.bytes
 
 
 async def seal_secret(

@@ -9,6 +9,7 @@ import pytest
 from service import crypto
 from service.ledger import vault as vault_module
 from service.ledger.vault import Vault
+from service.webhooks import endpoints
 
 HOLDER = {"name": "Alice Example", "email": "alice@example.com", "tax_id": "DE123"}
 
@@ -79,6 +80,33 @@ async def test_plaintext_rows_from_before_encryption_get_sealed(app, client, ten
     assert plain is None and sealed is not None
     r = await client.get(f"/api/accounts/{account_id}", headers=tenant.headers())
     assert r.json()["data"]["holder"] == {"name": "Legacy"}
+
+
+async def test_rotation_reseals_webhook_secrets_too(app, client, tenant, settings):
+    """Webhook signing secrets are on the same ring and move to a new key the same way."""
+    r = await client.post(
+        "/api/webhooks", json={"url": "https://93.184.215.14/hook"}, headers=tenant.headers()
+    )
+    assert r.status_code == 201, r.text
+    hook_id, secret = uuid.UUID(r.json()["data"]["id"]), r.json()["data"]["secret"]
+
+    async def sealed_secret() -> bytes:
+        async with app.state.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT secret FROM webhook_endpoints WHERE tenant_id = %s AND id = %s",
+                (tenant.tenant_id, hook_id),
+            )
+            return bytes((await cur.fetchone())[0])
+
+    before = await sealed_secret()
+    new_kid = await vault_module.rotate(app.state.db, settings.encryption_key)
+    worker = Vault(app.state.db, settings.encryption_key)
+    await worker.load()
+    while await worker.reseal():
+        pass
+    after = await sealed_secret()
+    assert crypto.key_id(after) == new_kid != crypto.key_id(before)
+    assert await endpoints.open_secret(worker, tenant.tenant_id, hook_id, after) == secret
 
 
 def test_master_key_must_match():
