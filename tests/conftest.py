@@ -8,6 +8,7 @@ otherwise embedded servers are started for the session and stopped after it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -47,18 +48,26 @@ def servers() -> Iterator[tuple[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the server of `admin_url`, migrated; dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_conninfo(admin_url, dbname=name)
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def database_url(servers: tuple[str, str]) -> Iterator[str]:
     """A database created for this session, migrated, dropped at the end."""
-    admin_url = servers[0]
-    name = f"tally_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(admin_url, dbname=name)
-    migrate(url)
-    yield url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(servers[0], "tally_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

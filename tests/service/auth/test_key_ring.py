@@ -17,35 +17,25 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from service import crypto
 from service.app import create_app
 from service.auth import signing
 from service.auth.tokens import InvalidToken, TokenService
 from service.config import Settings
-from service.db.migrate import migrate
 from service.db.pool import Database
 from service.ledger import vault as vault_module
 from service.ledger.vault import Vault
-from tests.conftest import make_tenant
+from tests.conftest import fresh_database, make_tenant
 
 HOLDER = {"name": "Ada", "email": "ada@example.com", "tax_id": "GB1"}
 
 
 @pytest.fixture
 def own_db(servers) -> Iterator[str]:
-    admin_url = servers[0]
-    name = f"tally_keys_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(admin_url, dbname=name)
-    migrate(url)
-    yield url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(servers[0], "tally_keys") as url:
+        yield url
 
 
 @pytest.fixture
