@@ -19,6 +19,7 @@ import platform
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -86,13 +87,26 @@ def _measure(
     """A warm-up run (discarded), then the measured one; `wrk_args()` is asked for each."""
     options: dict[str, Any] = {"connections": conns, "count_statuses": count_statuses}
     if args.warmup > 0:
-        wrk.run(url, script, seconds=args.warmup, args=wrk_args(), **options)
+        _settle(wrk.run(url, script, seconds=args.warmup, args=wrk_args(), **options))
     result = wrk.run(url, script, seconds=seconds or args.seconds, args=wrk_args(), **options)
+    _settle(result)
     statuses = f"  statuses {result.statuses}" if result.statuses else ""
     print(f"    {script:<15} -c {conns:<5} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms"
           f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}{statuses}",
           flush=True)  # fmt: skip
     return result
+
+
+def _settle(result: wrk.WrkResult) -> None:
+    """Let the server finish what wrk left in flight, so it does not slow the next run.
+
+    In-flight work lasts about as long as a request's latency; a run in which no
+    request completed left the most behind.
+    """
+    if result.requests == 0:
+        time.sleep(10)
+    elif result.p99_ms > 200:
+        time.sleep(min(10.0, result.p99_ms / 1000))
 
 
 def _http_row(target: str, route: str, conns: int, r: wrk.WrkResult, *, per_request: int = 1,
@@ -125,7 +139,7 @@ def run_baselines(args: argparse.Namespace, ids_file: str) -> list[Row]:
     print(f"(a) bare ASGI app, static JSON ({args.workers} granian workers):", flush=True)
     with stack.baseline("asgi", args.workers) as (port, _):
         for conns in args.connections:
-            r = _measure(f"http://127.0.0.1:{port}/", "static", conns, args, [])
+            r = _measure(f"http://127.0.0.1:{port}/", "static", conns, args)
             rows.append(_http_row("(a) bare ASGI", "GET / (static JSON)", conns, r))
     print("(b) bare Starlette route, msgspec JSON:", flush=True)
     with stack.baseline("starlette", args.workers) as (port, _):
@@ -167,8 +181,12 @@ def run_tally(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
             ]
             for route, script, per_request, unit in plan:
                 for conns in args.connections:
+                    # A batch of 100 per connection at 256 connections takes seconds to
+                    # answer: measure it long enough for answers to come back.
+                    seconds = max(args.seconds, 10) if per_request > 1 else None
+                    writes = script.startswith("post")
                     r = _measure(base, script, conns, args, wrk_args(per_request),
-                                 count_statuses=script.startswith("post"))  # fmt: skip
+                                 seconds=seconds, count_statuses=writes)  # fmt: skip
                     row = _http_row("(c) Tally", route, conns, r, per_request=per_request,
                                     unit=unit)  # fmt: skip
                     if per_request > 1:
