@@ -12,8 +12,10 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service import openapi
+from service import metrics, openapi
 from service.api import accounts, auth, events, ops, statements, transfers, webhooks
+from service.api import docs as api_docs
+from service.api import usage as api_usage
 from service.api.routing import Endpoint, build_routes
 from service.auth.clients import ClientDirectory
 from service.auth.tokens import TokenService
@@ -23,9 +25,11 @@ from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
 from service.ledger.transfers import TransferEngine
 from service.ledger.vault import Vault
+from service.metrics import Telemetry
 from service.middleware import RequestContext
 from service.ratelimit import RateLimiter
 from service.tasks import cancel_and_wait
+from service.usage import UsageRecorder
 
 VERSION = "0.1.0"
 ENDPOINTS: list[Endpoint] = [
@@ -35,7 +39,9 @@ ENDPOINTS: list[Endpoint] = [
     *transfers.ENDPOINTS,
     *events.ENDPOINTS,
     *webhooks.ENDPOINTS,
+    *api_usage.ENDPOINTS,
     *ops.ENDPOINTS,
+    *api_docs.ENDPOINTS,
 ]
 
 
@@ -70,23 +76,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 key_retention=settings.idempotency_retention_seconds,
             )
         )
+        sampler = asyncio.create_task(metrics.sample_pool_forever(app.state.db.pool))
+        flusher = asyncio.create_task(
+            app.state.usage.run(app.state.db, settings.usage_flush_seconds)
+        )
         try:
             yield
         finally:
+            await cancel_and_wait(sampler)
             await cancel_and_wait(upkeep)
             await engine.queue.drain()
             logging.getLogger("tally.batcher").info("group commit: %s", engine.queue.stats())
+            # Last: the usage counts of every request served, drained ones included.
+            await cancel_and_wait(flusher)
             await app.state.db.close()
+            metrics.worker_exited()
             await app.state.redis.aclose()
 
+    usage = UsageRecorder()
     app = Starlette(
         routes=build_routes(ENDPOINTS),
         middleware=[
+            # Outermost: sees the final status of every response.
+            Middleware(Telemetry, usage=usage),
             Middleware(
                 RequestContext,
                 max_body=settings.max_body_bytes,
                 max_batch_body=settings.max_batch_body_bytes,
-            )
+            ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
@@ -94,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # No redirect to "the same path with a slash": it would echo the Host header.
     app.router.redirect_slashes = False
     app.state.settings = settings
+    app.state.usage = usage
     app.state.db = Database(
         settings.database_url,
         min_size=settings.db_pool_min,

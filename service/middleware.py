@@ -9,6 +9,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, envelope
+from service.logs import REQUEST_ID
 
 log = logging.getLogger("tally.http")
 
@@ -48,6 +49,8 @@ class RequestContext:
         if not request_id:
             request_id = uuid.uuid4().hex.encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
+        # Every log line written while this request runs carries its id.
+        REQUEST_ID.set(request_id.decode())
         started = False
 
         is_api = scope["path"].startswith("/api/")

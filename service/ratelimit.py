@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service import metrics
+
 log = logging.getLogger("tally.ratelimit")
 
 # KEYS[1] bucket; ARGV rate (tokens/s), burst (capacity), cost.
@@ -116,10 +118,13 @@ class RateLimiter:
                 if self._outage:
                     self._outage = False
                     log.warning("Redis reachable again: shared rate limits restored")
+                metrics.count_rate_limit(bool(allowed), "redis")
                 return _decision(bool(allowed), burst, float(tokens), float(retry), float(reset))
         if self._fail_closed:
+            metrics.count_rate_limit(None, "none")
             raise RateLimiterUnavailable
         ok, tokens, retry = self._local.take(key, rate, burst)
+        metrics.count_rate_limit(ok, "local")
         return _decision(ok, burst, tokens, retry, (burst - tokens) / rate)
 
     def _redis_failed(self, exc: Exception) -> None:

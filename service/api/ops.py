@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness (PostgreSQL and Redis), the OpenAPI document."""
+"""Operations: liveness, readiness (PostgreSQL and Redis), metrics, the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service import metrics as prometheus
 from service.api.routing import Endpoint, json_response
 from service.db.pool import DatabaseUnavailable
 from service.schemas import Health
@@ -53,6 +54,19 @@ async def readyz(request: Request) -> Response:
     )
 
 
+async def metrics(request: Request) -> Response:
+    expected = request.app.state.settings.metrics_token
+    if expected and not prometheus.token_matches(expected, request.headers.get("authorization")):
+        return json_response(
+            {"error": {"code": "UNAUTHENTICATED", "message": "The metrics token is required.",
+                       "details": {}}},
+            401,
+            {"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    body, media_type = prometheus.metrics_response_body()
+    return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})
+
+
 async def openapi(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
 
@@ -66,6 +80,14 @@ ENDPOINTS = [
         "Readiness: PostgreSQL and Redis answer",
         response=Health,
         errors=(503,),
+        tag="operations",
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics of every worker (Bearer TALLY_METRICS_TOKEN when set)",
+        errors=(401,),
         tag="operations",
     ),
     Endpoint("GET", "/openapi.json", openapi, "This OpenAPI 3.1 document", tag="operations"),

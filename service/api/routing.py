@@ -98,6 +98,8 @@ async def authorize(request: Request, scope: str) -> Principal:
     state = request.app.state
     try:
         principal = await principal_of(request)
+        # Usage is counted per client: the telemetry middleware reads this.
+        request.scope.setdefault("state", {})["principal"] = principal
     except ApiError:
         # Unauthenticated callers share a bucket per source address, so
         # guessing tokens is throttled too.

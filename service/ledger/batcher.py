@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from service import metrics
+
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
@@ -42,7 +44,8 @@ class GroupCommit(Generic[Req, Res]):
         self._flush = flush
         self._size = size
         self.max_size = max_size
-        self._queue: deque[tuple[Req, asyncio.Future[Res]]] = deque()
+        # (request, its future, when it was queued)
+        self._queue: deque[tuple[Req, asyncio.Future[Res], float]] = deque()
         self._slots = asyncio.Semaphore(max_inflight)
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,7 +55,7 @@ class GroupCommit(Generic[Req, Res]):
 
     async def submit(self, request: Req) -> Res:
         future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
+        self._queue.append((request, future, time.perf_counter()))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
         # Shielded: a caller that goes away does not cancel the batch; its
@@ -69,7 +72,7 @@ class GroupCommit(Generic[Req, Res]):
             # Let the batch start (and more requests arrive) before taking more.
             await asyncio.sleep(0)
 
-    def _take(self) -> list[tuple[Req, asyncio.Future[Res]]]:
+    def _take(self) -> list[tuple[Req, asyncio.Future[Res], float]]:
         batch = [self._queue.popleft()]
         weight = self._size(batch[0][0])
         while self._queue and weight + self._size(self._queue[0][0]) <= self.max_size:
@@ -78,12 +81,13 @@ class GroupCommit(Generic[Req, Res]):
             batch.append(item)
         return batch
 
-    async def _commit(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
+    async def _commit(self, batch: list[tuple[Req, asyncio.Future[Res], float]]) -> None:
         started = time.perf_counter()
         try:
-            results = await self._flush([request for request, _ in batch])
+            results = await self._flush([request for request, _, _ in batch])
         except BaseException as exc:
-            for _, future in batch:
+            metrics.observe_group_commit(len(batch), [], 0.0, ok=False)
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -91,8 +95,11 @@ class GroupCommit(Generic[Req, Res]):
         else:
             self.batches += 1
             self.requests += len(batch)
-            self.flush_seconds += time.perf_counter() - started
-            for (_, future), result in zip(batch, results, strict=True):
+            flushed = time.perf_counter() - started
+            self.flush_seconds += flushed
+            waits = [started - queued for _, _, queued in batch]
+            metrics.observe_group_commit(len(batch), waits, flushed, ok=True)
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
                 # A flush may fail single requests of a batch by returning

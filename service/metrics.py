@@ -1,0 +1,304 @@
+"""Prometheus metrics, correct across granian's worker processes.
+
+`tally serve` / `tally dev` point PROMETHEUS_MULTIPROC_DIR at an empty
+directory before granian forks its workers; each worker then writes its
+samples to memory-mapped files there, and `/metrics`, answered by whichever
+worker gets the scrape, adds up every worker's files. Without the variable
+(in-process tests) the samples live in this process's memory.
+
+The metric objects are built on first use, in the worker, so the value
+class (memory or files) is chosen after the variable is set even if
+prometheus-client was imported earlier by the parent process.
+
+Routes are labelled by their template (`/api/accounts/{id}`), never by the
+raw path, so label cardinality stays bounded; unmatched paths share one
+label. Hooks for other modules: `observe_group_commit`, `count_rate_limit`,
+`record_webhook_delivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hmac
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "<unmatched>"
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "circuit_open", "refused")
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+# Latency buckets from 1 ms to 10 s: the spec's targets are 10 ms and 50 ms p99.
+_LATENCY = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_WAIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.request_seconds = Histogram(
+            "tally_http_request_duration_seconds",
+            "HTTP request latency by method, route template and status.",
+            ("method", "route", "status"),
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "tally_http_requests_in_flight",
+            "HTTP requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_size = Gauge(
+            "tally_db_pool_connections",
+            "PostgreSQL connections held by the pools.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_available = Gauge(
+            "tally_db_pool_available",
+            "Idle PostgreSQL connections in the pools.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_waiting = Gauge(
+            "tally_db_pool_waiting",
+            "Requests waiting for a PostgreSQL connection.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "tally_db_pool_max",
+            "Most PostgreSQL connections the pools may open.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Histogram(
+            "tally_group_commit_batch_size",
+            "Requests committed together in one group-commit transaction.",
+            buckets=_BATCH,
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "tally_group_commit_wait_seconds",
+            "Time a transfer request queued before its batch started committing.",
+            buckets=_WAIT,
+            registry=r,
+        )
+        self.batch_flush = Histogram(
+            "tally_group_commit_flush_seconds",
+            "Time one group-commit batch took to write and commit.",
+            buckets=_WAIT,
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "tally_group_commit_failed_batches",
+            "Group-commit batches that failed whole (every request got an error).",
+            registry=r,
+        )
+        self.rate_limit = Counter(
+            "tally_ratelimit_decisions",
+            "Rate-limit decisions by outcome and by the bucket store that made them.",
+            ("decision", "store"),
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "tally_webhook_deliveries",
+            "Webhook delivery attempts by outcome.",
+            ("outcome",),
+            registry=r,
+        )
+
+
+_registry = CollectorRegistry(auto_describe=True)
+_metrics: _Metrics | None = None
+
+
+def _get() -> _Metrics:
+    global _metrics
+    if _metrics is None:
+        # Chosen now, not at prometheus-client's import: files when the
+        # multiprocess directory is set in this process's environment.
+        values.ValueClass = values.get_value_class()
+        _metrics = _Metrics(_registry)
+    return _metrics
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def render() -> bytes:
+    """The exposition text: every worker's samples in multiprocess mode."""
+    _get()
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(_registry)
+
+
+def worker_exited() -> None:
+    """Drop this worker's live gauges (in-flight, pool) from the shared files."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+# --- hooks ----------------------------------------------------------------------------
+
+
+def observe_group_commit(size: int, waits: list[float], flush_seconds: float, ok: bool) -> None:
+    """One group-commit batch: its request count, each request's queue wait, its flush time."""
+    m = _metrics or _get()
+    if not ok:
+        m.batch_failures.inc()
+        return
+    m.batch_size.observe(size)
+    m.batch_flush.observe(flush_seconds)
+    for wait in waits:
+        m.batch_wait.observe(wait)
+
+
+def count_rate_limit(allowed: bool | None, store: str) -> None:
+    """One rate-limit decision: allowed, limited (429) or None for unavailable (503).
+
+    `store` is "redis" (the shared buckets) or "local" (the per-worker fallback).
+    """
+    decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
+    (_metrics or _get()).rate_limit.labels(decision, store).inc()
+
+
+def record_webhook_delivery(outcome: str) -> None:
+    """One webhook delivery attempt's outcome, for the webhook dispatcher to call.
+
+    `outcome` is one of WEBHOOK_OUTCOMES: "delivered" (2xx), "retry" (failed,
+    another attempt is scheduled), "failed" (retry budget spent), "circuit_open"
+    (skipped: the endpoint's breaker is open) or "refused" (SSRF guard); any
+    other value is counted as "other" so the label stays bounded.
+    """
+    label = outcome if outcome in WEBHOOK_OUTCOMES else "other"
+    (_metrics or _get()).webhooks.labels(label).inc()
+
+
+def sample_pool(stats: dict[str, int]) -> None:
+    """Record a psycopg-pool `get_stats()` snapshot of this worker's pool."""
+    m = _metrics or _get()
+    m.pool_size.set(stats.get("pool_size", 0))
+    m.pool_available.set(stats.get("pool_available", 0))
+    m.pool_waiting.set(stats.get("requests_waiting", 0))
+    m.pool_max.set(stats.get("pool_max", 0))
+
+
+async def sample_pool_forever(pool: Any, interval: float = 1.0) -> None:
+    """Each worker samples its own pool: another worker answers the scrape."""
+    while True:
+        with contextlib.suppress(Exception):  # a gauge must never take the worker down
+            sample_pool(pool.get_stats())
+        await asyncio.sleep(interval)
+
+
+def route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return UNMATCHED
+    return _templates.get(path) or _templates.setdefault(path, _CONVERTOR.sub(r"{\1}", path))
+
+
+_templates: dict[str, str] = {}
+
+
+class Telemetry:
+    """Outermost ASGI middleware: latency histogram, in-flight gauge, usage counts.
+
+    It sits outside RequestContext so it sees the final status of every
+    response, the 413s and last-resort 500s included. `usage` (optional) gets
+    `record(state, method, route, status)` for each finished request.
+    """
+
+    def __init__(self, app: ASGIApp, usage: Any = None) -> None:
+        self.app = app
+        self.usage = usage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        m = _metrics or _get()
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            m.in_flight.dec()
+            route = route_label(scope)
+            m.request_seconds.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if self.usage is not None:
+                self.usage.record(scope.get("state"), scope["method"], route, status)
+
+
+def metrics_response_body() -> tuple[bytes, str]:
+    return render(), CONTENT_TYPE_LATEST
+
+
+def token_matches(expected: str, header: str | None) -> bool:
+    """Constant-time check of `Authorization: Bearer <TALLY_METRICS_TOKEN>`."""
+    if not header:
+        return False
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), expected)
+
+
+_prepared = False
+
+
+def prepare_multiprocess_dir() -> str:
+    """Point PROMETHEUS_MULTIPROC_DIR at an empty directory, before granian forks workers.
+
+    A directory given in the environment is emptied of old samples (a
+    restarted server must not add its predecessor's counts); otherwise a
+    fresh temporary one is made and removed at exit. Once per process.
+    """
+    global _prepared
+    path = multiprocess_dir()
+    if _prepared and path:
+        return path
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        path = tempfile.mkdtemp(prefix="tally-metrics-")
+        atexit.register(shutil.rmtree, path, True)
+        os.environ[MULTIPROC_ENV] = path
+    _prepared = True
+    return path

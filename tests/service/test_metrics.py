@@ -1,0 +1,202 @@
+"""/metrics: Prometheus text, route templates as labels, every hook counted, and
+correct sums across granian's worker processes (a real 2-worker server)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import metrics
+from service.app import create_app
+from tests.conftest import Tenant
+from tests.service.api.helpers import open_account
+from tests.test_server import free_port, stop, wait_healthy
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of an exposition text."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def value(found: dict[Any, float], name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[Any, float]:
+    r = await client.get("/metrics")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    return samples(r.text)
+
+
+REQUESTS = "tally_http_request_duration_seconds_count"
+
+
+async def test_requests_are_counted_by_route_template_and_status(client, tenant: Tenant):
+    account_id = await open_account(client, tenant)
+    before = await scrape(client)
+    for _ in range(3):
+        r = await client.get(f"/api/accounts/{account_id}", headers=tenant.headers())
+        assert r.status_code == 200
+    r = await client.get("/api/accounts/not-a-uuid", headers=tenant.headers())
+    assert r.status_code == 400
+    assert (await client.get("/no/such/route/12345")).status_code == 404
+    text = (await client.get("/metrics")).text
+    after = samples(text)
+    route = "/api/accounts/{id}"
+    got = value(after, REQUESTS, method="GET", route=route, status="200")
+    assert got - value(before, REQUESTS, method="GET", route=route, status="200") == 3
+    assert value(after, REQUESTS, method="GET", route=route, status="400") >= 1
+    assert value(after, REQUESTS, method="GET", route="<unmatched>", status="404") >= 1
+    # Raw paths never become labels (cardinality).
+    assert account_id not in text and "12345" not in text and "not-a-uuid" not in text
+    assert ("tally_http_requests_in_flight", ()) in after
+
+
+async def test_group_commit_and_rate_limit_and_pool_are_measured(client, tenant: Tenant, app):
+    source = await open_account(client, tenant, overdraft_limit=None)
+    sink = await open_account(client, tenant)
+    before = await scrape(client)
+    body = {"debit_account_id": source, "credit_account_id": sink, "amount": 5, "currency": "USD"}
+    r = await client.post("/api/transfers", json=body, headers=tenant.headers())
+    assert r.status_code == 201, r.text
+    metrics.sample_pool(app.state.db.pool.get_stats())
+    after = await scrape(client)
+    batches = "tally_group_commit_batch_size_count"
+    assert value(after, batches) > value(before, batches)
+    assert value(after, "tally_group_commit_wait_seconds_count") > value(
+        before, "tally_group_commit_wait_seconds_count"
+    )
+    allowed = "tally_ratelimit_decisions_total"
+    assert value(after, allowed, decision="allowed", store="redis") > value(
+        before, allowed, decision="allowed", store="redis"
+    )
+    assert value(after, "tally_db_pool_connections") >= 1
+    assert value(after, "tally_db_pool_max") == app.state.settings.db_pool_max
+
+
+async def test_webhook_delivery_outcomes_hook(client):
+    before = await scrape(client)
+    metrics.record_webhook_delivery("delivered")
+    metrics.record_webhook_delivery("delivered")
+    metrics.record_webhook_delivery("something-new")
+    after = await scrape(client)
+    name = "tally_webhook_deliveries_total"
+    assert value(after, name, outcome="delivered") - value(before, name, outcome="delivered") == 2
+    assert value(after, name, outcome="other") - value(before, name, outcome="other") == 1
+
+
+async def test_metrics_token_when_configured(settings):
+    token = "m" * 24
+    application = create_app(settings.with_overrides(metrics_token=token))
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        r = await http.get("/metrics")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHENTICATED"
+        r = await http.get("/metrics", headers={"Authorization": "Bearer wrong-token-123456"})
+        assert r.status_code == 401
+        r = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and "tally_http_request_duration_seconds" in r.text
+
+
+def test_multiprocess_dir_is_emptied_at_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "_prepared", False)
+    stale = tmp_path / "counter_424242.db"
+    stale.write_bytes(b"old")
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    assert metrics.prepare_multiprocess_dir() == str(tmp_path)
+    assert not stale.exists()
+
+
+@pytest.mark.server
+def test_counts_add_up_across_two_granian_workers(database_url, redis_url, repo_root, tmp_path):
+    """Requests spread over both workers; /metrics (from either) counts every one."""
+    import base64
+    import secrets
+
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    (prom / "histogram_999999.db").write_bytes(b"stale")  # a previous run's leftovers
+    port = free_port()
+    env = {
+        **os.environ,
+        "TALLY_ENV": "production",
+        "TALLY_DATABASE_URL": database_url,
+        "TALLY_REDIS_URL": redis_url,
+        "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
+        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "TALLY_PORT": str(port),
+        "TALLY_WORKERS": "2",
+        "TALLY_DATA_DIR": str(tmp_path),
+        metrics.MULTIPROC_ENV: str(prom),
+    }
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=repo_root,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        sent = _spread_over_workers(base, prom)
+        # Whichever worker answers the scrape, it counts every worker's requests.
+        for _ in range(6):
+            found = samples(httpx.get(f"{base}/metrics", timeout=5).text)
+            assert value(found, REQUESTS, method="GET", route="/readyz", status="200") == sent
+        assert value(found, "tally_db_pool_max") == 2 * 10  # both workers' pools, summed
+    finally:
+        code = stop(proc, signal.SIGTERM)
+    assert code == 0, log.read_text()
+    assert not (prom / "histogram_999999.db").exists()
+
+
+def _readyz_by_worker(prom: Path) -> list[float]:
+    """GET /readyz answered, per worker file (read as the collector reads them)."""
+    counts = []
+    for path in prom.glob("histogram_*.db"):
+        found = 0.0
+        for family in MultiProcessCollector._read_metrics([str(path)]).values():
+            for s in family.samples:
+                # Files hold each bucket's own count (not cumulative): add them up.
+                labels = dict(s.labels)
+                if s.name.endswith("_bucket") and labels.get("route") == "/readyz":
+                    found += s.value
+        counts.append(found)
+    return counts
+
+
+def _spread_over_workers(base: str, prom: Path) -> int:
+    """GET /readyz over concurrent connections until both workers have answered some.
+
+    Sequential connections tend to land on the same idle worker; a few busy
+    connections at once get accepted by both.
+    """
+    deadline = time.monotonic() + 60
+
+    def burst(_: int) -> int:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(10):
+                assert http.get("/readyz").status_code == 200
+        return 10
+
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        while time.monotonic() < deadline:
+            sent += sum(pool.map(burst, range(16)))
+            if sum(1 for n in _readyz_by_worker(prom) if n > 0) >= 2:
+                return sent
+    raise AssertionError("one worker answered every request")
