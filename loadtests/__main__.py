@@ -40,7 +40,7 @@ def _summary(prefix: Path) -> None:
               f"{r['Failure Count']:>6} {float(r['Requests/s']):8.1f} {r['50%']:>7} "
               f"{r['99%']:>7}")  # fmt: skip
     ratio = failures / requests if requests else 0.0
-    print(f"\nfailure ratio: {failures}/{requests} = {ratio:.4%}")
+    print(f"\nfailure ratio (load_stats.csv): {failures}/{requests} = {ratio:.4%}")
 
 
 def main() -> int:
