@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from service import crypto
+from service import crypto, metrics
 from service.config import Settings
 from service.db import webhooks as sql
 from service.db.pool import Database, DatabaseUnavailable
@@ -223,6 +223,9 @@ class Dispatcher:
             log.warning("webhook delivery %s: lease lost, outcome dropped", delivery_id)
             return
         self.stats[outcome] += 1
+        if outcome == "retrying":
+            outcome = "refused" if record["error"].startswith("refused") else "retry"
+        metrics.record_webhook_delivery(outcome)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """POST to the address the guard just checked; returns the status code."""

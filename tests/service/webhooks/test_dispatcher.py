@@ -364,3 +364,27 @@ async def test_a_hung_receiver_does_not_hold_up_other_endpoints_or_writes(
         release.set()
         hung.stop()
         healthy.stop()
+
+
+async def test_outcomes_reach_the_metrics(api, owner, receiver, run_dispatcher):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def counts() -> dict[str, float]:
+        text = (await api.get("/metrics")).text
+        return {
+            s.labels["outcome"]: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "tally_webhook_deliveries_total"
+        }
+
+    before = await counts()
+    answers = iter([500])
+    receiver.respond = lambda _: next(answers, 200)
+    created = await register(api, owner, receiver.url)
+    await open_accounts(api, owner, 1)
+    async with run_dispatcher(owner):
+        await eventually(all_delivered(api, owner, created["id"], 1))
+    after = await counts()
+    assert after.get("retry", 0) - before.get("retry", 0) == 1
+    assert after.get("delivered", 0) - before.get("delivered", 0) == 1
