@@ -55,6 +55,11 @@ class Database:
             reconnect_timeout=max(2.0, timeout),
         )
         self.down = False
+        # While an outage is known, a request waits only this long for a
+        # connection: it answers 503 at once instead of after the full
+        # timeout, and requests queued behind it (group commit) do not add
+        # up their waits. A reconnected pool serves within this wait.
+        self.outage_timeout = min(timeout, 0.25)
 
     async def open(self) -> None:
         # Do not wait: the service starts (and answers 503) even if the
@@ -67,7 +72,8 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            async with self.pool.connection() as conn:
+            timeout = self.outage_timeout if self.down else None
+            async with self.pool.connection(timeout=timeout) as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, RETRYABLE):
