@@ -51,10 +51,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
         raise AssertionError("server did not stop on signal") from None
 
 
-@pytest.fixture
-def served(database_url, redis_url, repo_root, tmp_path):
-    port = free_port()
-    env = {
+def production_env(database_url: str, redis_url: str, port: int, **extra: str) -> dict[str, str]:
+    """Environment for `tally serve` in production mode with fresh secrets on `port`."""
+    return {
         **os.environ,
         "TALLY_ENV": "production",
         "TALLY_DATABASE_URL": database_url,
@@ -62,9 +61,16 @@ def served(database_url, redis_url, repo_root, tmp_path):
         "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
         "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "TALLY_PORT": str(port),
-        "TALLY_WORKERS": "2",
-        "TALLY_DATA_DIR": str(tmp_path),
+        **extra,
     }
+
+
+@pytest.fixture
+def served(database_url, redis_url, repo_root, tmp_path):
+    port = free_port()
+    env = production_env(
+        database_url, redis_url, port, TALLY_WORKERS="2", TALLY_DATA_DIR=str(tmp_path)
+    )
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve"],
@@ -228,18 +234,10 @@ def test_serves_https_with_a_trustme_certificate(database_url, redis_url, repo_r
         serialization.NoEncryption(),
     ))  # fmt: skip
     port = free_port()
-    env = {
-        **os.environ,
-        "TALLY_ENV": "production",
-        "TALLY_DATABASE_URL": database_url,
-        "TALLY_REDIS_URL": redis_url,
-        "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
-        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "TALLY_PORT": str(port),
-        "TALLY_WORKERS": "1",
-        "TALLY_TLS_CERT": str(cert),
-        "TALLY_TLS_KEY": str(key),
-    }
+    env = production_env(
+        database_url, redis_url, port,
+        TALLY_WORKERS="1", TALLY_TLS_CERT=str(cert), TALLY_TLS_KEY=str(key),
+    )  # fmt: skip
     with (tmp_path / "server.log").open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=repo_root,
                                 env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

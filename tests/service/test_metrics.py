@@ -3,7 +3,6 @@ correct sums across granian's worker processes (a real 2-worker server)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from service import metrics
 from service.app import create_app
 from tests.conftest import Tenant
 from tests.service.api.helpers import open_account
-from tests.test_server import free_port, stop, wait_healthy
+from tests.test_server import free_port, production_env, stop, wait_healthy
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -126,25 +125,14 @@ def test_multiprocess_dir_is_emptied_at_start(tmp_path, monkeypatch):
 @pytest.mark.server
 def test_counts_add_up_across_two_granian_workers(database_url, redis_url, repo_root, tmp_path):
     """Requests spread over both workers; /metrics (from either) counts every one."""
-    import base64
-    import secrets
-
     prom = tmp_path / "prom"
     prom.mkdir()
     (prom / "histogram_999999.db").write_bytes(b"stale")  # a previous run's leftovers
     port = free_port()
-    env = {
-        **os.environ,
-        "TALLY_ENV": "production",
-        "TALLY_DATABASE_URL": database_url,
-        "TALLY_REDIS_URL": redis_url,
-        "TALLY_JWT_SECRET": secrets.token_urlsafe(48),
-        "TALLY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "TALLY_PORT": str(port),
-        "TALLY_WORKERS": "2",
-        "TALLY_DATA_DIR": str(tmp_path),
-        metrics.MULTIPROC_ENV: str(prom),
-    }
+    env = production_env(
+        database_url, redis_url, port,
+        TALLY_WORKERS="2", TALLY_DATA_DIR=str(tmp_path), **{metrics.MULTIPROC_ENV: str(prom)},
+    )  # fmt: skip
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=repo_root,
