@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +37,7 @@ from tests.security.support import (
     name,
     seed_ledger,
 )
-from tests.service.api.helpers import assert_error
+from tests.service.api.helpers import DROP, assert_error, valid_claims
 
 
 def _b64(data: dict[str, Any] | bytes) -> str:
@@ -57,19 +56,9 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 
 
 def _claims(settings: Settings, tenant: Tenant, **changes: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims = {
-        "sub": str(tenant.client_id),
-        "tid": str(tenant.tenant_id),
-        "scope": " ".join(scopes.ALL),
-        "iat": now,
-        "exp": now + 300,
-        "jti": uuid.uuid4().hex,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-    }
-    claims.update(changes)
-    return {k: v for k, v in claims.items() if v is not None}
+    """The service's own claims with `changes`; a None value leaves that claim out."""
+    dropped = {k: DROP if v is None else v for k, v in changes.items()}
+    return valid_claims(settings, tenant, **dropped)
 
 
 def _issued_by(settings: Settings, tenant: Tenant, **overrides: Any) -> str:

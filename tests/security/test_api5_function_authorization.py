@@ -31,6 +31,19 @@ def assert_forbidden(r: httpx.Response, scope: str) -> None:
     assert scope in error["message"], error
 
 
+async def assert_forbidden_with(
+    client, app: Starlette, ledger: Ledger, ep, granted: tuple[str, ...]
+) -> None:
+    """A token granting exactly `granted` gets 403 on `ep`, and nothing changes."""
+    token = app.state.tokens.issue(ledger.tenant.client_id, ledger.tenant.tenant_id, granted)
+    async with Unchanged(client, app, ledger.tenant):
+        r = await call(
+            client, ep.method, ledger.path(ep), {"Authorization": f"Bearer {token}"},
+            ledger.body(ep),
+        )  # fmt: skip
+        assert_forbidden(r, ep.scope)
+
+
 def test_every_guarded_route_needs_a_known_scope() -> None:
     assert GUARDED
     assert {ep.scope for ep in GUARDED} <= set(scopes.ALL)
@@ -50,16 +63,7 @@ async def test_every_scope_but_the_required_one_is_forbidden(
 
 @pytest.mark.parametrize("ep", GUARDED, ids=name)
 async def test_token_with_no_scope_at_all_is_forbidden(client, app: Starlette, ledger: Ledger, ep):
-    token = app.state.tokens.issue(ledger.tenant.client_id, ledger.tenant.tenant_id, ())
-    async with Unchanged(client, app, ledger.tenant):
-        r = await call(
-            client,
-            ep.method,
-            ledger.path(ep),
-            {"Authorization": f"Bearer {token}"},
-            ledger.body(ep),
-        )
-        assert_forbidden(r, ep.scope)
+    await assert_forbidden_with(client, app, ledger, ep, ())
 
 
 @pytest.mark.parametrize("ep", GUARDED, ids=name)
@@ -68,16 +72,7 @@ async def test_scope_lookalikes_are_forbidden(
     client, app: Starlette, ledger: Ledger, ep, lookalike: str
 ):
     scope = lookalike.format(s=ep.scope, S=ep.scope.upper()).strip()
-    token = app.state.tokens.issue(ledger.tenant.client_id, ledger.tenant.tenant_id, (scope,))
-    async with Unchanged(client, app, ledger.tenant):
-        r = await call(
-            client,
-            ep.method,
-            ledger.path(ep),
-            {"Authorization": f"Bearer {token}"},
-            ledger.body(ep),
-        )
-        assert_forbidden(r, ep.scope)
+    await assert_forbidden_with(client, app, ledger, ep, (scope,))
 
 
 @pytest.mark.parametrize("ep", GUARDED, ids=name)

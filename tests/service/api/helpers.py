@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from service.auth import scopes
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from tests.conftest import Tenant
 
 ACCOUNTS = "/api/accounts"
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
@@ -62,3 +70,27 @@ async def account(client: httpx.AsyncClient, tenant: Any, account_id: str) -> di
     r = await client.get(f"{ACCOUNTS}/{account_id}", headers=tenant.headers())
     assert r.status_code == 200, r.text
     return r.json()["data"]
+
+
+DROP = object()  # marks a claim to leave out of a forged token
+
+
+def valid_claims(settings: Settings, tenant: Tenant, **changes: Any) -> dict[str, Any]:
+    """Claims the service itself would issue, with `changes` applied (DROP removes one)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": str(tenant.client_id),
+        "tid": str(tenant.tenant_id),
+        "scope": " ".join(scopes.ALL),
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+    }
+    for name, value in changes.items():
+        if value is DROP:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims

@@ -26,11 +26,11 @@ from service.auth import scopes
 from service.config import Settings
 from service.db import tenants as tenant_sql
 from tests.conftest import Tenant
+from tests.service.api.helpers import DROP, valid_claims
 
 TOKEN = "/api/auth/token"
 ACCOUNTS = "/api/accounts"
 FORM = "application/x-www-form-urlencoded"
-DROP = object()  # marks a claim to leave out of a forged token
 
 
 # --------------------------------------------------------------------------- helpers
@@ -111,27 +111,6 @@ def decode(token: str, settings: Settings) -> dict[str, Any]:
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
     )
-    return claims
-
-
-def valid_claims(settings: Settings, tenant: Tenant, **changes: Any) -> dict[str, Any]:
-    """Claims the service itself would issue, with `changes` applied (DROP removes one)."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(tenant.client_id),
-        "tid": str(tenant.tenant_id),
-        "scope": " ".join(scopes.ALL),
-        "iat": now,
-        "exp": now + 300,
-        "jti": uuid.uuid4().hex,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-    }
-    for name, value in changes.items():
-        if value is DROP:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
     return claims
 
 
