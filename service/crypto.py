@@ -64,10 +64,9 @@ class KeyRing:
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
         """version | key-id length | key id | nonce | ciphertext+tag."""
-        kid = self.active.encode()
         nonce = os.urandom(_NONCE)
         body = self.keys[self.active].encrypt(nonce, plaintext, aad)
-        return _VERSION + bytes([len(kid)]) + kid + nonce + body
+        return header(self.active) + nonce + body
 
     def decrypt(self, blob: bytes, aad: bytes) -> bytes:
         kid = key_id(blob)
@@ -79,6 +78,12 @@ class KeyRing:
             return cipher.decrypt(blob[start : start + _NONCE], blob[start + _NONCE :], aad)
         except InvalidTag:
             raise DecryptionFailed("ciphertext does not open") from None
+
+
+def header(kid: str) -> bytes:
+    """How every ciphertext sealed under `kid` starts: version | key-id length | key id."""
+    raw = kid.encode()
+    return _VERSION + bytes([len(raw)]) + raw
 
 
 def key_id(blob: bytes) -> str:

@@ -13,7 +13,6 @@ A superseded key keeps verifying for one token lifetime plus a grace period
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service import crypto
+from service.config import Settings
 from service.db import keys as sql
 from service.db.pool import Database
 
@@ -58,10 +58,10 @@ class SigningKey:
         raise ValueError(f"unknown signing algorithm {algorithm!r}")
 
 
-def static_key(secret: str) -> SigningKey:
-    """The HS256 key configured by TALLY_JWT_SECRET."""
-    kid = hashlib.sha256(secret.encode()).hexdigest()[:12]
-    return SigningKey(kid, HS256, secret.encode(), secret.encode())
+def static_key(settings: Settings) -> SigningKey:
+    """The HS256 key configured by TALLY_JWT_SECRET (its id: `Settings.jwt_kid`)."""
+    secret = settings.jwt_secret.encode()
+    return SigningKey(settings.jwt_kid, HS256, secret, secret)
 
 
 def new_material(algorithm: str) -> bytes:

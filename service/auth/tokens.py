@@ -46,7 +46,7 @@ class TokenService:
         db: Database | None = None,
         masters: tuple[bytes, ...] = (),
     ) -> None:
-        self._static = signing.static_key(settings.jwt_secret)
+        self._static = signing.static_key(settings)
         self._ring = signing.SigningRing({self._static.kid: self._static}, self._static)
         self._db = db
         self._masters = masters

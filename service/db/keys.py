@@ -8,6 +8,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
+from service import crypto
+
 # Serialises key creation (two workers starting at once create one key).
 _LOCK_ID = 0x7A11_0002
 
@@ -74,7 +76,7 @@ async def holders_to_seal(
     conn: psycopg.AsyncConnection, active_kid: str, limit: int
 ) -> list[tuple[uuid.UUID, uuid.UUID, bytes | None, dict | None]]:
     """Accounts whose holder is plaintext or sealed under another key (locked)."""
-    prefix = b"\x01" + bytes([len(active_kid.encode())]) + active_kid.encode()
+    prefix = crypto.header(active_kid)
     cur = await conn.execute(
         "SELECT tenant_id, id, holder, holder_plain FROM accounts"
         " WHERE holder_plain IS NOT NULL"
@@ -100,7 +102,7 @@ async def sealed_to_reseal(
     conn: psycopg.AsyncConnection, table: str, column: str, active_kid: str, limit: int
 ) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
     """Rows of `table` whose sealed `column` is under another key than the active one (locked)."""
-    prefix = b"\x01" + bytes([len(active_kid.encode())]) + active_kid.encode()
+    prefix = crypto.header(active_kid)
     query = sql.SQL(
         "SELECT tenant_id, id, {col} FROM {tbl}"
         " WHERE substring({col} FROM 1 FOR %s) <> %s"

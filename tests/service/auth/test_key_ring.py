@@ -79,7 +79,7 @@ def stored(kid: str, algorithm: str, created: datetime, retired: bool = False):
 
 
 def test_ring_newest_signs_superseded_verify_for_a_token_lifetime():
-    static = signing.static_key("s" * 40)
+    static = signing.static_key(Settings(jwt_secret="s" * 40))
     t1 = datetime(2026, 1, 1, tzinfo=UTC)
     t2 = t1 + timedelta(hours=1)
     ring = signing.build_ring(
@@ -96,7 +96,7 @@ def test_ring_newest_signs_superseded_verify_for_a_token_lifetime():
 
 
 def test_ring_leaves_retired_keys_out():
-    static = signing.static_key("s" * 40)
+    static = signing.static_key(Settings(jwt_secret="s" * 40))
     now = datetime.now(UTC)
     ring = signing.build_ring(
         static, [stored("j1", "HS256", now, retired=True), stored("j2", "HS256", now)], 900
