@@ -11,6 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.logs import REQUEST_ID, JsonFormatter, dict_config
+from tests.conftest import serving
 
 
 @pytest.fixture
@@ -71,14 +72,11 @@ async def test_database_outage_is_logged_once_as_json(settings, tenant, json_lin
     broken = settings.with_overrides(
         database_url="postgresql://postgres@127.0.0.1:1/tally", db_timeout_seconds=0.5
     )
-    application = create_app(broken)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            headers = {"Authorization": f"Bearer {tenant.token()}"}
-            for _ in range(4):
-                r = await http.get(f"/api/accounts/{tenant.client_id}", headers=headers)
-                assert r.status_code == 503
+    async with serving(broken) as (_, http):
+        headers = {"Authorization": f"Bearer {tenant.token()}"}
+        for _ in range(4):
+            r = await http.get(f"/api/accounts/{tenant.client_id}", headers=headers)
+            assert r.status_code == 503
     outages = [line for line in json_lines() if line["message"].startswith("database unavailable")]
     assert len(outages) == 1 and outages[0]["level"] == "error"
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
-import httpx
 import pytest
 
-from service.app import create_app
+from tests.conftest import serving
 
 
 def _closed_port() -> int:
@@ -23,11 +22,8 @@ async def db_down_client(settings, tenant):
     broken = settings.with_overrides(
         database_url=f"postgresql://postgres@127.0.0.1:{port}/tally", db_timeout_seconds=0.5
     )
-    application = create_app(broken)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield http, application
+    async with serving(broken) as (application, http):
+        yield http, application
 
 
 async def test_requests_get_503_quickly_when_database_is_down(db_down_client, tenant, caplog):
@@ -73,11 +69,8 @@ async def test_readyz_reports_database_down(db_down_client):
 
 async def test_readyz_reports_redis_down(settings):
     broken = settings.with_overrides(redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
-    application = create_app(broken)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            r = await http.get("/readyz")
+    async with serving(broken) as (_, http):
+        r = await http.get("/readyz")
     assert r.status_code == 503
     assert r.json()["error"]["details"]["checks"] == {"postgres": "ok", "redis": "down"}
 

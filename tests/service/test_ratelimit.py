@@ -10,15 +10,13 @@ import socket
 import subprocess
 import sys
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service.app import create_app
 from service.auth import clients as client_service
 from service.auth import scopes
 from service.ratelimit import BUCKET_LUA, RateLimiter, RateLimiterUnavailable
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, serving
 
 
 def _closed_port() -> int:
@@ -30,16 +28,12 @@ def _closed_port() -> int:
 @pytest.fixture
 async def tight(settings):
     """An app whose limits are small enough to hit in a test."""
-    application = create_app(
-        settings.with_overrides(
-            rate_limit=2.0, rate_burst=5, auth_rate_limit=1.0, auth_rate_burst=3,
-            client_cache_seconds=0.2,
-        )
+    tight_settings = settings.with_overrides(
+        rate_limit=2.0, rate_burst=5, auth_rate_limit=1.0, auth_rate_burst=3,
+        client_cache_seconds=0.2,
     )  # fmt: skip
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield application, http
+    async with serving(tight_settings) as (application, http):
+        yield application, http
 
 
 async def test_bucket_empties_then_429_with_headers(tight):
@@ -141,11 +135,8 @@ async def test_fail_closed_app_answers_503(settings, tenant):
     broken = settings.with_overrides(
         redis_url=f"redis://127.0.0.1:{_closed_port()}/0", rate_limit_fail_closed=True
     )
-    application = create_app(broken)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            r = await http.get("/api/accounts", headers=tenant.headers())
+    async with serving(broken) as (_, http):
+        r = await http.get("/api/accounts", headers=tenant.headers())
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert "retry-after" in r.headers

@@ -20,14 +20,13 @@ import jwt
 import pytest
 
 from service import crypto
-from service.app import create_app
 from service.auth import signing
 from service.auth.tokens import InvalidToken, TokenService
 from service.config import Settings
 from service.db.pool import Database
 from service.ledger import vault as vault_module
 from service.ledger.vault import Vault
-from tests.conftest import fresh_database, make_tenant
+from tests.conftest import fresh_database, make_tenant, serving
 
 HOLDER = {"name": "Ada", "email": "ada@example.com", "tax_id": "GB1"}
 
@@ -41,16 +40,6 @@ def own_db(servers) -> Iterator[str]:
 @pytest.fixture
 def ring_settings(settings: Settings, own_db: str) -> Settings:
     return settings.with_overrides(database_url=own_db)
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
-    """One app ("worker") with its own lifespan and HTTP client."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield application, http
 
 
 @asynccontextmanager
@@ -106,13 +95,13 @@ def test_ring_leaves_retired_keys_out():
 
 
 async def test_rotation_reaches_every_worker_and_old_tokens_keep_working(ring_settings):
-    async with running(ring_settings) as (a, http_a):
+    async with serving(ring_settings) as (a, http_a):
         tenant = await make_tenant(a)
         before = tenant.token()
         assert kid_of(before) == ring_settings.jwt_kid  # the static key signs at first
         new_kid = await signing.rotate(a.state.db, ring_settings.encryption_key, "HS256")
         # Worker B starts after the rotation and signs with the new key at once.
-        async with running(ring_settings) as (b, http_b):
+        async with serving(ring_settings) as (b, http_b):
             after = b.state.tokens.issue(tenant.client_id, tenant.tenant_id, ("ledger:read",))
             assert kid_of(after) == new_kid
             assert await get_accounts(http_b, before) == 200  # the old key still verifies
@@ -124,7 +113,7 @@ async def test_rotation_reaches_every_worker_and_old_tokens_keep_working(ring_se
 
 
 async def test_superseded_key_stops_verifying_after_a_token_lifetime(ring_settings):
-    async with running(ring_settings) as (a, http):
+    async with serving(ring_settings) as (a, http):
         tenant = await make_tenant(a)
         old = tenant.token()
         new_kid = await signing.rotate(a.state.db, ring_settings.encryption_key, "HS256")
@@ -140,7 +129,7 @@ async def test_superseded_key_stops_verifying_after_a_token_lifetime(ring_settin
 
 
 async def test_retired_key_stops_at_once_and_the_newest_cannot_be_retired(ring_settings):
-    async with running(ring_settings) as (a, http):
+    async with serving(ring_settings) as (a, http):
         tenant = await make_tenant(a)
         first = await signing.rotate(a.state.db, ring_settings.encryption_key, "HS256")
         await a.state.tokens.reload()
@@ -190,7 +179,7 @@ async def test_unknown_kids_reload_at_most_once_a_second(ring_settings):
 
 async def test_eddsa_signing_and_algorithm_confusion_refused(ring_settings):
     eddsa = ring_settings.with_overrides(jwt_algorithm="EdDSA")
-    async with running(eddsa) as (a, http):
+    async with serving(eddsa) as (a, http):
         tenant = await make_tenant(a)
         token = tenant.token()
         header = jwt.get_unverified_header(token)
@@ -215,14 +204,14 @@ async def test_eddsa_signing_and_algorithm_confusion_refused(ring_settings):
         )
         assert await get_accounts(http, forged) == 401
         # A second worker starting with the same setting adds no further key.
-        async with running(eddsa) as (b, _):
+        async with serving(eddsa) as (b, _):
             assert b.state.tokens.active_kid == header["kid"]
 
 
 async def test_master_key_rotation_reseals_every_key(ring_settings):
     old_master = ring_settings.encryption_key
     new_master = secrets.token_bytes(32)
-    async with running(ring_settings) as (a, http):
+    async with serving(ring_settings) as (a, http):
         tenant = await make_tenant(a)
         r = await http.post(
             "/api/accounts",
@@ -253,7 +242,7 @@ async def test_master_key_rotation_reseals_every_key(ring_settings):
         await tokens.reload()
         assert tokens.active_kid == jwt_kid
     # The whole service runs on the new master key alone.
-    async with running(ring_settings.with_overrides(encryption_key=new_master)) as (_, http):
+    async with serving(ring_settings.with_overrides(encryption_key=new_master)) as (_, http):
         r = await http.get(f"/api/accounts/{account_id}", headers=tenant.headers())
         assert r.status_code == 200 and r.json()["data"]["holder"] == HOLDER
 
@@ -319,12 +308,12 @@ def test_cli_rotate_list_retire_and_rotate_master(tally_keys, ring_settings):
 
 
 async def test_jwks_publishes_eddsa_public_keys_only(ring_settings):
-    async with running(ring_settings) as (a, http):
+    async with serving(ring_settings) as (a, http):
         r = await http.get("/.well-known/jwks.json")
         assert r.status_code == 200 and r.json() == {"keys": []}  # HS256: nothing to publish
         assert "max-age" in r.headers["cache-control"]
     eddsa = ring_settings.with_overrides(jwt_algorithm="EdDSA")
-    async with running(eddsa) as (a, http):
+    async with serving(eddsa) as (a, http):
         tenant = await make_tenant(a)
         token = tenant.token()
         published = (await http.get("/.well-known/jwks.json")).json()["keys"]
