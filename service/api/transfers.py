@@ -1,13 +1,12 @@
 """Transfers: create (one or a batch), post or void a hold, read, list.
 
-Writes honour `Idempotency-Key`: the key is claimed before the work, and the
-reply is stored in the same transaction as the work, so a retry replays it
-and no key ever produces two transfers.
+Writes honour `Idempotency-Key`: the key is claimed, and the reply stored, in
+the same transaction as the work, so a retry replays it, a repeat while it
+runs is refused, and no key ever produces two transfers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import uuid
@@ -30,10 +29,16 @@ from service.api.routing import (
 )
 from service.auth import scopes
 from service.auth.tokens import Principal
-from service.db.pool import DatabaseUnavailable
 from service.errors import ApiError, bad_request, field_error, not_found, unauthenticated
 from service.ledger import transfers as ledger
-from service.ledger.transfers import IdempotencyClaim, NewTransfer, NotCommitted, Outcome, Settle
+from service.ledger.transfers import (
+    Claimed,
+    IdempotencyClaim,
+    NewTransfer,
+    NotCommitted,
+    Outcome,
+    Settle,
+)
 from service.schemas import (
     BatchResults,
     PostPending,
@@ -47,9 +52,6 @@ from service.schemas import (
 
 _encode = msgspec.json.Encoder().encode
 _KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
-# How long a claimed key waits for its request before a retry may take over.
-# Far above any request's life (statement and pool timeouts bound those).
-LEASE_SECONDS = 60.0
 _STATUSES = ("posted", "pending", "voided", "expired")
 
 MESSAGES = {
@@ -137,30 +139,23 @@ async def _submit(
     render: Callable[[list[Outcome]], tuple[int, bytes]],
     atomic: bool = False,
 ) -> Response:
-    engine = request.app.state.transfers
     work = ledger.Request(principal.tenant_id, ops, atomic=atomic, render=render)
     key = request.headers.get("idempotency-key")
-    claim = None
     if key is not None:
-        claim = _claim(principal, key)
-        digest = _fingerprint(request, body)
-        existing = await ledger.claim_key(
-            engine.db, principal.tenant_id, claim, digest, LEASE_SECONDS
-        )
-        if existing is not None:
-            return _replay(existing, digest)
-        work.claim = claim
+        work.claim = _claim(principal, key, _fingerprint(request, body))
     try:
-        outcomes = await engine.submit(work)
+        result = await request.app.state.transfers.submit(work)
     except NotCommitted as failure:
-        if claim is not None:
-            await _release(engine, principal, claim)
+        # Nothing was written, the key's claim included: a retry runs anew.
         raise failure.cause from None
-    status, payload = render(outcomes)
+    if isinstance(result, Claimed):
+        assert work.claim is not None
+        return _replay(result.existing, work.claim.request_hash)
+    status, payload = render(result)
     return Response(payload, status, media_type="application/json")
 
 
-def _claim(principal: Principal, key: str) -> IdempotencyClaim:
+def _claim(principal: Principal, key: str, request_hash: bytes) -> IdempotencyClaim:
     if not _KEY.fullmatch(key):
         raise bad_request(
             "Invalid Idempotency-Key.",
@@ -175,7 +170,7 @@ def _claim(principal: Principal, key: str) -> IdempotencyClaim:
         client_id = uuid.UUID(principal.client_id)
     except ValueError:
         raise unauthenticated() from None
-    return IdempotencyClaim(client_id, key)
+    return IdempotencyClaim(client_id, key, request_hash)
 
 
 def _fingerprint(request: Request, body: msgspec.Struct) -> bytes:
@@ -186,7 +181,7 @@ def _fingerprint(request: Request, body: msgspec.Struct) -> bytes:
 
 def _replay(existing: tuple, digest: bytes) -> Response:
     state, stored_digest, status, payload = existing
-    if bytes(stored_digest) != digest:
+    if stored_digest is not None and bytes(stored_digest) != digest:
         raise ApiError(
             409, "IDEMPOTENCY_KEY_REUSED",
             "This Idempotency-Key was used with a different request.",
@@ -201,13 +196,6 @@ def _replay(existing: tuple, digest: bytes) -> Response:
         payload.encode(), status, media_type="application/json",
         headers={"Idempotent-Replayed": "true"},
     )  # fmt: skip
-
-
-async def _release(engine: Any, principal: Principal, claim: IdempotencyClaim) -> None:
-    # Nothing was written, so a retry with this key may run at once. If the
-    # database is down this fails too, and the lease expires instead.
-    with contextlib.suppress(DatabaseUnavailable):
-        await ledger.release_key(engine.db, principal.tenant_id, claim)
 
 
 async def create_transfer(request: Request, principal: Principal) -> Response:

@@ -1,64 +1,87 @@
-"""SQL for idempotency keys: claim before work, complete inside the work's transaction."""
+"""SQL for idempotency keys: claimed and completed inside the work's own transaction.
+
+A batch claims the keys of its requests first. Each key is guarded by a
+transaction-scoped advisory lock taken with `pg_try_advisory_xact_lock`: a
+key whose lock another transaction holds belongs to a request still in
+flight, so its repeat is refused at once instead of waiting. The claim row
+is inserted as `in_flight` and set to `done` (with the reply) by the same
+transaction, so no other session ever sees it in flight. Rows left
+`in_flight` by an earlier version, whose holder died, are taken over by the
+same request once their lease has passed.
+"""
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 
-# Insert an in-flight claim; take over a stale claim of the same request (its
-# holder died before committing, so nothing was done for it).
-_CLAIM = """
-INSERT INTO idempotency_keys (tenant_id, client_id, key, request_hash, state, locked_until)
-VALUES (%(tenant)s, %(client)s, %(key)s, %(hash)s, 'in_flight',
-        now() + make_interval(secs => %(lease)s))
-ON CONFLICT (tenant_id, client_id, key) DO UPDATE
-    SET locked_until = EXCLUDED.locked_until
-    WHERE idempotency_keys.state = 'in_flight'
-      AND idempotency_keys.locked_until < now()
-      AND idempotency_keys.request_hash = EXCLUDED.request_hash
-RETURNING 1
+# Per key: did we get its lock, and did we claim it (insert, or take over a
+# stale claim of the same request)? Keys come in one JSON array; the lock
+# CTE is materialised once (it calls a volatile function), before the insert.
+_CLAIM_BATCH = """
+WITH keys AS (
+    SELECT v.n, v.t, v.c, v.k, decode(v.h, 'hex') AS h
+    FROM json_to_recordset(%(keys)s::json) AS v(n int, t uuid, c uuid, k text, h text)
+),
+locked AS MATERIALIZED (
+    SELECT keys.*, pg_try_advisory_xact_lock(
+        hashtextextended(keys.t::text || keys.c::text || keys.k, 0)) AS got
+    FROM keys
+),
+claimed AS (
+    INSERT INTO idempotency_keys AS x
+        (tenant_id, client_id, key, request_hash, state, locked_until)
+    SELECT l.t, l.c, l.k, l.h, 'in_flight', now() + make_interval(secs => %(lease)s)
+    FROM locked l WHERE l.got
+    ON CONFLICT (tenant_id, client_id, key) DO UPDATE
+        SET locked_until = EXCLUDED.locked_until
+        WHERE x.state = 'in_flight' AND x.locked_until < now()
+          AND x.request_hash = EXCLUDED.request_hash
+    RETURNING x.tenant_id, x.client_id, x.key
+)
+SELECT l.n, l.got, c.key IS NOT NULL
+FROM locked l
+LEFT JOIN claimed c ON (c.tenant_id, c.client_id, c.key) = (l.t, l.c, l.k)
 """
 
+# Read in a statement of its own, after the locks: it sees every reply
+# committed before them.
 _EXISTING = """
-SELECT state, request_hash, response_status, response_body FROM idempotency_keys
-WHERE tenant_id = %s AND client_id = %s AND key = %s
+SELECT v.n, x.state, x.request_hash, x.response_status, x.response_body
+FROM json_to_recordset(%s::json) AS v(n int, t uuid, c uuid, k text)
+JOIN idempotency_keys x ON (x.tenant_id, x.client_id, x.key) = (v.t, v.c, v.k)
 """
 
-
-async def claim(
-    conn: psycopg.AsyncConnection,
-    tenant_id: uuid.UUID,
-    client_id: uuid.UUID,
-    key: str,
-    request_hash: bytes,
-    lease_seconds: float,
-) -> tuple | None:
-    """None when this request now owns the key; else the existing row
-    (state, request_hash, response_status, response_body)."""
-    params = {
-        "tenant": tenant_id, "client": client_id, "key": key, "hash": request_hash,
-        "lease": lease_seconds,
-    }  # fmt: skip
-    cur = await conn.execute(_CLAIM, params)
-    if await cur.fetchone() is not None:
-        return None
-    cur = await conn.execute(_EXISTING, (tenant_id, client_id, key))
-    row = await cur.fetchone()
-    if row is None:  # deleted between the two statements: claim again
-        return await claim(conn, tenant_id, client_id, key, request_hash, lease_seconds)
-    return row
+IN_FLIGHT = "in_flight"
+"""The state of a key whose request is still running."""
 
 
-async def release(
-    conn: psycopg.AsyncConnection, tenant_id: uuid.UUID, client_id: uuid.UUID, key: str
-) -> None:
-    """Drop an in-flight claim whose work did not happen (so a retry may run)."""
-    await conn.execute(
-        "DELETE FROM idempotency_keys"
-        " WHERE tenant_id = %s AND client_id = %s AND key = %s AND state = 'in_flight'",
-        (tenant_id, client_id, key),
-    )
+async def claim_batch(
+    conn: psycopg.AsyncConnection, keys: str, lease_seconds: float
+) -> dict[int, tuple]:
+    """Claim keys for the current transaction.
+
+    `keys` is a JSON array of {n, t (tenant), c (client), k (key), h (request
+    hash, hex)}. Returns, for each key NOT claimed, its number `n` mapped to
+    (state, request_hash, response_status, response_body): the stored row,
+    or (IN_FLIGHT, None, None, None) when another transaction holds the key.
+    """
+    cur = await conn.execute(_CLAIM_BATCH, {"keys": keys, "lease": lease_seconds})
+    refused: dict[int, tuple] = {}
+    for n, got, claimed in await cur.fetchall():
+        if not got:
+            refused[n] = (IN_FLIGHT, None, None, None)
+        elif not claimed:
+            refused[n] = ()
+    if any(not row for row in refused.values()):
+        cur = await conn.execute(_EXISTING, (keys,))
+        for n, state, request_hash, status, body in await cur.fetchall():
+            if n in refused and not refused[n]:
+                refused[n] = (state, request_hash, status, body)
+    for n, row in refused.items():
+        # Not inserted, yet gone: purged since. Only a retry can claim it now.
+        if not row:
+            refused[n] = (IN_FLIGHT, None, None, None)
+    return refused
 
 
 async def purge(conn: psycopg.AsyncConnection, older_than_seconds: float) -> int:

@@ -41,7 +41,10 @@ async def expire_due(engine: TransferEngine) -> int:
     results = await asyncio.gather(
         *(engine.submit(Request(tenant_id, ops)) for tenant_id, ops in by_tenant.items())
     )
-    return sum(code is None for outcomes in results for code, _ in outcomes)
+    # Without idempotency keys every request is applied (never `Claimed`).
+    return sum(
+        code is None for outcomes in results if isinstance(outcomes, list) for code, _ in outcomes
+    )
 
 
 async def purge_keys(engine: TransferEngine, retention_seconds: float) -> int:

@@ -40,6 +40,10 @@ _EVENT_TYPES = {
 }
 _STATUS_AFTER = {"post": "posted", "void": "voided", "expire": "expired"}
 _RETRIES = 3
+# How long a key claimed by a server of an earlier version (which committed
+# the claim before its work) waits before a retry of the same request may take
+# it over. This version's claims commit with the work, so never linger.
+LEASE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -70,10 +74,19 @@ class Settle:
 class IdempotencyClaim:
     client_id: uuid.UUID
     key: str
+    request_hash: bytes
 
 
 Outcome = tuple[str | None, dict[str, Any] | None]
 """Per operation: (error code or None, the transfer as it stands after it)."""
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A request not applied because its key was taken: the key's row
+    (state, request_hash, response_status, response_body), to replay or refuse."""
+
+    existing: tuple
 
 
 @dataclass(slots=True)
@@ -82,6 +95,8 @@ class Request:
 
     `render` turns the outcomes into the stored reply of an idempotent request;
     it runs inside the batch transaction so the reply commits with the work.
+    With a `claim`, the key is claimed in that transaction too, and a request
+    whose key is taken gets `Claimed` instead of outcomes.
     """
 
     tenant_id: uuid.UUID
@@ -130,14 +145,14 @@ class TransferEngine:
         self.db = db
         # Without group commit every request is its own transaction, with as
         # many in flight as the pool allows (the baseline benchmarks compare).
-        self.queue: GroupCommit[Request, list[Outcome]] = GroupCommit(
+        self.queue: GroupCommit[Request, list[Outcome] | Claimed] = GroupCommit(
             self._flush,
             max_size=max_batch if group_commit else 1,
             max_inflight=max_inflight if group_commit else db.pool.max_size,
             size=lambda r: len(r.ops),
         )
 
-    async def submit(self, request: Request) -> list[Outcome]:
+    async def submit(self, request: Request) -> list[Outcome] | Claimed:
         return await self.queue.submit(request)
 
     async def _flush(self, requests: list[Request]) -> list[Any]:
@@ -157,7 +172,7 @@ class TransferEngine:
                     results.append(exc)
             return results
 
-    async def _transaction(self, requests: list[Request]) -> list[list[Outcome]]:
+    async def _transaction(self, requests: list[Request]) -> list[list[Outcome] | Claimed]:
         """Apply and commit; a failure before COMMIT is raised as NotCommitted.
 
         A deadlock (batches spanning several tenants can meet on their event
@@ -191,7 +206,13 @@ class NotCommitted(Exception):
         self.cause = cause
 
 
-async def _apply(conn: psycopg.AsyncConnection, requests: list[Request]) -> list[list[Outcome]]:
+async def _apply(
+    conn: psycopg.AsyncConnection, all_requests: list[Request]
+) -> list[list[Outcome] | Claimed]:
+    refused = await _claim_keys(conn, all_requests)
+    requests = [r for i, r in enumerate(all_requests) if i not in refused]
+    if not requests:
+        return [Claimed(refused[i]) for i in range(len(all_requests))]
     hold_keys = sorted(
         {(r.tenant_id, op.transfer_id) for r in requests for op in r.ops if isinstance(op, Settle)}
     )
@@ -233,7 +254,36 @@ async def _apply(conn: psycopg.AsyncConnection, requests: list[Request]) -> list
             status, body = request.render(request_outcomes)
             writes.reply(request.tenant_id, request.claim, status, body)
     await sql.write_batch(conn, writes.ts, writes.tables())
-    return outcomes
+    applied = iter(outcomes)
+    return [
+        Claimed(refused[i]) if i in refused else next(applied) for i in range(len(all_requests))
+    ]
+
+
+async def _claim_keys(conn: psycopg.AsyncConnection, requests: list[Request]) -> dict[int, tuple]:
+    """Claim the requests' idempotency keys; {request index: key row} for those
+    that could not be claimed (the key is in use, or already answered)."""
+    keys: list[dict[str, Any]] = []
+    refused: dict[int, tuple] = {}
+    first: dict[tuple[uuid.UUID, uuid.UUID, str], int] = {}
+    for index, r in enumerate(requests):
+        claim = r.claim
+        if claim is None:
+            continue
+        name = (r.tenant_id, claim.client_id, claim.key)
+        if name in first:
+            # A repeat within this batch: the first is in flight right here.
+            hash_of_first = requests[first[name]].claim.request_hash  # type: ignore[union-attr]
+            refused[index] = (idem_sql.IN_FLIGHT, hash_of_first, None, None)
+            continue
+        first[name] = index
+        keys.append({
+            "n": index, "t": r.tenant_id, "c": claim.client_id, "k": claim.key,
+            "h": claim.request_hash.hex(),
+        })  # fmt: skip
+    if keys:
+        refused.update(await idem_sql.claim_batch(conn, _encode(keys).decode(), LEASE_SECONDS))
+    return refused
 
 
 def _kernel_ops(
@@ -374,25 +424,6 @@ class _Writes:
             "t": tenant_id, "c": claim.client_id, "k": claim.key, "s": status,
             "b": body.decode(),
         })  # fmt: skip
-
-
-async def claim_key(
-    db: Database,
-    tenant_id: uuid.UUID,
-    claim: IdempotencyClaim,
-    request_hash: bytes,
-    lease_seconds: float,
-) -> tuple | None:
-    """Own `claim.key` for this request (None), or the row already holding it."""
-    async with db.connection() as conn:
-        return await idem_sql.claim(
-            conn, tenant_id, claim.client_id, claim.key, request_hash, lease_seconds
-        )
-
-
-async def release_key(db: Database, tenant_id: uuid.UUID, claim: IdempotencyClaim) -> None:
-    async with db.connection() as conn:
-        await idem_sql.release(conn, tenant_id, claim.client_id, claim.key)
 
 
 async def get_transfer(db: Database, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> tuple | None:
