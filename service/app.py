@@ -23,6 +23,7 @@ from service.config import ConfigError, Settings
 from service.db.pool import Database, DatabaseUnavailable
 from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
+from service.ledger.accounts import AccountReader
 from service.ledger.transfers import TransferEngine
 from service.ledger.vault import Vault
 from service.metrics import Telemetry
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
+    app.state.accounts = AccountReader(app.state.db)
     masters = (settings.encryption_key, *settings.previous_encryption_keys)
     app.state.tokens = TokenService(settings, app.state.db, masters)
     app.state.vault = Vault(

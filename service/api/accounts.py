@@ -48,7 +48,7 @@ async def open_account(request: Request, principal: Principal) -> Response:
 
 async def get_account(request: Request, principal: Principal) -> Response:
     account_id = params.path_id(request)
-    row = await ledger.get_account(request.app.state.db, principal.tenant_id, account_id)
+    row = await ledger.get_account(request.app.state.accounts, principal.tenant_id, account_id)
     return await _account(request, row, principal)
 
 

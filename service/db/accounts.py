@@ -17,6 +17,11 @@ _INSERT = (
 )
 _GET = f"SELECT {_COLUMNS} FROM accounts WHERE tenant_id = %s AND id = %s"
 _LOCK = _GET + " FOR UPDATE"
+# Many reads in one query; `n` says which requested key each row answers.
+_GET_MANY = (
+    f"SELECT k.n, {', '.join('a.' + c for c in ACCOUNT_COLUMNS)} FROM unnest(%s::uuid[],"
+    " %s::uuid[]) WITH ORDINALITY AS k(tenant_id, id, n) JOIN accounts a USING (tenant_id, id)"
+)
 
 # Columns PATCH may set; the value is bound as a parameter, never spliced in.
 _SETTABLE = {
@@ -63,6 +68,17 @@ async def get(
 ) -> tuple | None:
     cur = await conn.execute(_LOCK if lock else _GET, (tenant_id, account_id))
     return await cur.fetchone()
+
+
+async def get_many(
+    conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
+) -> list[tuple | None]:
+    """The rows of the accounts named by (tenant_id, id), in that order (None: no such)."""
+    cur = await conn.execute(_GET_MANY, ([k[0] for k in keys], [k[1] for k in keys]))
+    rows: list[tuple | None] = [None] * len(keys)
+    for n, *row in await cur.fetchall():
+        rows[n - 1] = tuple(row)
+    return rows
 
 
 async def page(

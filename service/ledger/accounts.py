@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from fastpath import codec
+from service.coalesce import Coalescer
 from service.db import accounts as sql
 from service.db import events
 from service.db.ids import new_id
@@ -58,10 +59,23 @@ async def reveal_holder(vault: Vault, tenant_id: uuid.UUID, row: tuple) -> tuple
     return (*row[: _COL["holder"]], holder, *row[_COL["holder"] + 1 :])
 
 
-async def get_account(db: Database, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:
+class AccountReader:
+    """Reads accounts by id; concurrent reads share one query (see service.coalesce)."""
+
+    def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
+        self.db = db
+        self.reads: Coalescer[tuple[uuid.UUID, uuid.UUID], tuple | None] = Coalescer(
+            self._fetch, max_inflight=max_inflight
+        )
+
+    async def _fetch(self, keys: list[tuple[uuid.UUID, uuid.UUID]]) -> list[tuple | None]:
+        async with self.db.connection() as conn:
+            return await sql.get_many(conn, keys)
+
+
+async def get_account(reader: AccountReader, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:
     """The account's row, or NotFound (also for another tenant's account)."""
-    async with db.connection() as conn:
-        row = await sql.get(conn, tenant_id, account_id)
+    row = await reader.reads.call((tenant_id, account_id))
     if row is None:
         raise NotFound("account")
     return row
