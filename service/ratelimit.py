@@ -1,7 +1,8 @@
 """Token buckets: one per API client in Redis, with an in-process fallback.
 
 The shared bucket is one Lua script run atomically by Redis on Redis's own
-clock (EVALSHA; redis-py loads it once and reloads it after a restart). When
+clock (EVALSHA; redis-py loads it once and reloads it after a restart); the
+takes of concurrent requests share one script call. When
 Redis cannot be reached, each worker keeps its own buckets (fail open, the
 default) or refuses requests with 503 (fail closed); the outage is logged once,
 and Redis is tried again after a short pause, so the shared buckets come back
@@ -14,42 +15,53 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import metrics
+from service.coalesce import Coalescer
 
 log = logging.getLogger("tally.ratelimit")
 
-# KEYS[1] bucket; ARGV rate (tokens/s), burst (capacity), cost.
-# Returns {allowed, tokens left, seconds until a token, seconds until full}.
+# KEYS: the buckets; ARGV: rate (tokens/s), burst (capacity) and cost of each,
+# in turn. One call takes from many buckets (a bucket named twice gives twice).
+# Returns, per bucket: allowed, tokens left, seconds until a token, seconds
+# until full.
 BUCKET_LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  if tokens >= cost then
+    tokens = tokens - cost
+    allowed = 1
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+  local retry = 0
+  if allowed == 0 then
+    retry = (cost - tokens) / rate
+  end
+  out[#out + 1] = allowed
+  out[#out + 1] = tostring(tokens)
+  out[#out + 1] = tostring(retry)
+  out[#out + 1] = tostring((burst - tokens) / rate)
 end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-local retry = 0
-if allowed == 0 then
-  retry = (cost - tokens) / rate
-end
-return {allowed, tostring(tokens), tostring(retry), tostring((burst - tokens) / rate)}
+return out
 """
 
 # After a Redis failure, use the local buckets this long before trying again.
@@ -97,9 +109,17 @@ class _LocalBuckets:
         return allowed, tokens, retry
 
 
+Take = tuple[str, float, int]
+"""(bucket, rate, burst): one token to take."""
+
+
 class RateLimiter:
+    """Takes are coalesced: the concurrent takes of a worker go to Redis as one
+    script call (see service.coalesce), one round trip for all of them."""
+
     def __init__(self, redis: aioredis.Redis, *, fail_closed: bool = False) -> None:
         self._script = redis.register_script(BUCKET_LUA)
+        self.takes: Coalescer[Take, tuple[Any, ...]] = Coalescer(self._take_many)
         self._local = _LocalBuckets()
         self._fail_closed = fail_closed
         self._redis_down_until = 0.0
@@ -109,9 +129,7 @@ class RateLimiter:
         """Take one token from bucket `key` (refilled at `rate`/s up to `burst`)."""
         if time.monotonic() >= self._redis_down_until:
             try:
-                allowed, tokens, retry, reset = await self._script(
-                    keys=[f"tally:rl:{key}"], args=[rate, burst, 1]
-                )
+                allowed, tokens, retry, reset = await self.takes.call((key, rate, burst))
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
             else:
@@ -126,6 +144,13 @@ class RateLimiter:
         ok, tokens, retry = self._local.take(key, rate, burst)
         metrics.count_rate_limit(ok, "local")
         return _decision(ok, burst, tokens, retry, (burst - tokens) / rate)
+
+    async def _take_many(self, takes: list[Take]) -> list[tuple[Any, ...]]:
+        args: list[float] = []
+        for _, rate, burst in takes:
+            args += (rate, burst, 1)
+        flat = await self._script(keys=[f"tally:rl:{key}" for key, _, _ in takes], args=args)
+        return [tuple(flat[i : i + 4]) for i in range(0, len(flat), 4)]
 
     def _redis_failed(self, exc: Exception) -> None:
         self._redis_down_until = time.monotonic() + _RETRY_REDIS_AFTER

@@ -113,6 +113,18 @@ async def test_concurrent_takes_are_atomic(redis_url):
     await client.aclose()
 
 
+async def test_concurrent_takes_share_one_script_call_and_each_counts(redis_url):
+    client = aioredis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    a, b = (f"test:{os.urandom(8).hex()}" for _ in range(2))
+    decisions = await asyncio.gather(*(limiter.take(k, 0.001, 3) for k in [a] * 5 + [b] * 2))
+    assert limiter.takes.round_trips == 1
+    assert [d.allowed for d in decisions] == [True] * 3 + [False] * 2 + [True] * 2
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0, 0, 2, 1]
+    assert all(d.retry_after >= 1 for d in decisions[3:5])
+    await client.aclose()
+
+
 async def test_redis_down_falls_back_to_local_buckets_and_logs_once(caplog):
     client = aioredis.from_url(f"redis://127.0.0.1:{_closed_port()}/0", socket_connect_timeout=0.2)
     limiter = RateLimiter(client)
