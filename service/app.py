@@ -47,6 +47,24 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
+_gc_tuned = False
+
+
+def _tune_gc() -> None:
+    """Once per process (a worker serves one app; a test process makes many).
+
+    Everything built by start-up lives as long as the worker: frozen out of
+    the collector's sight, so a full collection stays short (tail latency).
+    Requests allocate fast and make few cycles: collect less often.
+    """
+    global _gc_tuned
+    if not _gc_tuned:
+        _gc_tuned = True
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; with no settings, read them from the environment."""
     settings = settings or Settings.from_env()
@@ -82,12 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         flusher = asyncio.create_task(
             app.state.usage.run(app.state.db, settings.usage_flush_seconds)
         )
-        # Everything built so far lives as long as the worker: out of the
-        # collector's sight, so a full collection stays short (tail latency).
-        # Requests allocate fast and make few cycles: collect less often.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        _tune_gc()
         try:
             yield
         finally:
