@@ -180,6 +180,8 @@ def run_tally(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
                 (POST_BATCH, "post_batch", args.batch_size, "transfers/s"),
             ]
             for route, script, per_request, unit in plan:
+                if args.scripts and script not in args.scripts:
+                    continue
                 for conns in args.connections:
                     # A batch of 100 per connection at 256 connections takes seconds to
                     # answer: measure it long enough for answers to come back.
@@ -288,6 +290,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for Tally, to try a lever (repeatable)",
+    )
+    parser.add_argument(
+        "--script",
+        dest="scripts",
+        action="append",
+        choices=["get_account", "post_transfer", "list_transfers", "post_batch"],
+        help="measure only these Tally routes (repeatable; default all), to try a lever",
     )
     parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/"
                         "<date>.json, quick runs <date>-quick.json)")  # fmt: skip
