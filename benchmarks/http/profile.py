@@ -77,6 +77,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rate", type=int, default=97, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="native frames too (granian, uvloop, libpq; slows the workers)",
+    )
     parser.add_argument("--tally-env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(os.sys.executable).parent / "py-spy")
@@ -109,9 +114,11 @@ def main() -> None:
                     base, args.script, connections=args.connections, seconds=args.seconds + 2,
                     args=[token, ids.name, batch, "prof"])))  # fmt: skip
                 load.start()
+                # Native frames need the process paused while sampled.
+                mode = ["--native"] if args.native else ["--nonblocking"]
                 subprocess.run([py_spy, "record", "--pid", str(pid), "--subprocesses",
                                 "--rate", str(args.rate), "--duration", str(args.seconds),
-                                "--format", "raw", "--output", f"{stem}.txt", "--nonblocking"],
+                                "--format", "raw", "--output", f"{stem}.txt", *mode],
                                check=True, capture_output=True)  # fmt: skip
                 load.join()
     finally:

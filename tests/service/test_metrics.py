@@ -3,6 +3,7 @@ correct sums across granian's worker processes (a real 2-worker server)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -87,6 +88,21 @@ async def test_group_commit_and_rate_limit_and_pool_are_measured(client, tenant:
     )
     assert value(after, "tally_db_pool_connections") >= 1
     assert value(after, "tally_db_pool_max") == app.state.settings.db_pool_max
+
+
+def test_the_cached_process_id_follows_a_fork():
+    """Multiprocess values use it to notice a fork (and switch to their own files)."""
+    assert metrics._cached_pid() == os.getpid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, f"{metrics._cached_pid()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(write)
+    seen, actual = map(int, os.read(read, 100).split())
+    os.waitpid(child, 0)
+    assert seen == actual == child
+    assert metrics._cached_pid() == os.getpid() != child
 
 
 async def test_webhook_delivery_outcomes_hook(client):
