@@ -24,6 +24,7 @@ from service.auth import scopes
 from service.db import idempotency as idem_sql
 from service.ledger import maintenance
 from service.schemas import PostPending, TransferBatch, TransferCreate
+from tests.conftest import serving
 from tests.service.api.helpers import ACCOUNTS, assert_error, bal, open_account
 
 URL = "/api/transfers"
@@ -455,6 +456,29 @@ async def test_concurrent_duplicates_create_one_transfer(client, tenant):
     assert await balance(client, tenant, a) == bal(900, 0, 900)
     assert await balance(client, tenant, b) == bal(100, 0, 100)
     assert len(await listed(client, tenant)) == 2
+
+
+async def test_concurrent_duplicates_on_two_workers_create_one_transfer(client, tenant, settings):
+    """Each worker has its own group commit: the key's advisory lock is what keeps
+    a second worker from applying the same request while the first runs."""
+    _w, a, b = await setup(client, tenant)
+    body = body_of(a, b, 100)
+    async with serving(settings) as (_, other_worker):
+        results = await asyncio.gather(*(
+            create(http, tenant, body, "two-workers")
+            for _ in range(10) for http in (client, other_worker)
+        ))  # fmt: skip
+    originals = [
+        r for r in results if r.status_code == 201 and "idempotent-replayed" not in r.headers
+    ]
+    assert len(originals) == 1
+    for r in results:
+        if r.status_code == 201:
+            assert r.json() == originals[0].json()
+        else:
+            assert_error(r, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert await balance(client, tenant, b) == bal(100, 0, 100)
+    assert await key_rows(tenant) == [(tenant.client_id, "two-workers", "done", 201)]
 
 
 async def test_concurrent_posts_with_one_key_post_once(client, tenant):
