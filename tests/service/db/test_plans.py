@@ -1,0 +1,87 @@
+"""The batch statements find their rows through the primary keys, not by reading tables.
+
+A group-commit batch joins a short list of keys (as an array or a JSON
+recordset) against accounts. With PostgreSQL's default random_page_cost (4)
+the planner read every account to lock a hundred of them; Tally's sessions
+set 1.1 (service.db.pool). These tests read the plans (EXPLAIN, nothing is
+executed) on 10,000 accounts, the size `make bench` uses: with the default
+cost every one of them is a sequential scan (from about 20,000 accounts the
+default picks the index too; below a few thousand a scan is cheap anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from service.db import accounts as account_sql
+from service.db import transfers as transfer_sql
+from service.db.pool import Database
+from tests.conftest import fresh_database
+
+ACCOUNTS = 10_000
+KEYS = 120
+
+
+@pytest.fixture(scope="module")
+async def db(servers):
+    admin_url, _ = servers
+    with fresh_database(admin_url, "tally_plans") as url:
+        database = Database(url, min_size=1, max_size=2)
+        await database.open()
+        tenant = uuid.uuid4()
+        async with database.connection() as conn:
+            await conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'plans')", (tenant,))
+            await conn.execute(
+                "INSERT INTO accounts (tenant_id, id, name, currency)"
+                " SELECT %s, gen_random_uuid(), 'a', 'USD' FROM generate_series(1, %s)",
+                (tenant, ACCOUNTS),
+            )
+            await conn.execute("ANALYZE accounts")
+            cur = await conn.execute(
+                "SELECT tenant_id, id FROM accounts ORDER BY id LIMIT %s", (KEYS,)
+            )
+            keys = list(await cur.fetchall())
+        yield database, keys
+        await database.close()
+
+
+async def plan(db: Database, sql: str, params) -> str:
+    async with db.connection() as conn:
+        cur = await conn.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in await cur.fetchall())
+
+
+def arrays(keys):
+    return ([k[0] for k in keys], [k[1] for k in keys])
+
+
+async def test_sessions_use_the_ssd_page_cost(db):
+    database, _ = db
+    async with database.connection() as conn:
+        cur = await conn.execute("SHOW random_page_cost")
+        assert (await cur.fetchone())[0] == "1.1"
+
+
+async def test_locking_a_batchs_accounts_uses_the_primary_key(db):
+    database, keys = db
+    text = await plan(database, transfer_sql._LOCK_ACCOUNTS, arrays(keys))
+    assert "accounts_pkey" in text and "Seq Scan on accounts" not in text, text
+
+
+async def test_coalesced_account_reads_use_the_primary_key(db):
+    database, keys = db
+    text = await plan(database, account_sql._GET_MANY, arrays(keys))
+    assert "accounts_pkey" in text and "Seq Scan on accounts" not in text, text
+
+
+async def test_the_batch_write_updates_balances_through_the_primary_key(db):
+    database, keys = db
+    balances = [{"t": str(t), "i": str(i), "po": 1, "pd": 0, "pc": 0} for t, i in keys]
+    tables = {name: "[]" for name in ("transfers", "settled", "entries", "counts", "events")}
+    params = {"ts": None, **tables, "accounts": json.dumps(balances), "replies": "[]"}
+    text = await plan(database, transfer_sql._WRITE, params)
+    update = text[text.index("CTE balances") : text.index("CTE sequences")]
+    assert "accounts_pkey" in update and "Seq Scan on accounts" not in update, update
