@@ -66,21 +66,20 @@ async def claim_batch(
     or (IN_FLIGHT, None, None, None) when another transaction holds the key.
     """
     cur = await conn.execute(_CLAIM_BATCH, {"keys": keys, "lease": lease_seconds})
+    held = (IN_FLIGHT, None, None, None)
     refused: dict[int, tuple] = {}
+    taken: set[int] = set()  # locked, yet not claimed: the key has its row
     for n, got, claimed in await cur.fetchall():
         if not got:
-            refused[n] = (IN_FLIGHT, None, None, None)
+            refused[n] = held
         elif not claimed:
-            refused[n] = ()
-    if any(not row for row in refused.values()):
+            taken.add(n)
+    if taken:
         cur = await conn.execute(_EXISTING, (keys,))
-        for n, state, request_hash, status, body in await cur.fetchall():
-            if n in refused and not refused[n]:
-                refused[n] = (state, request_hash, status, body)
-    for n, row in refused.items():
-        # Not inserted, yet gone: purged since. Only a retry can claim it now.
-        if not row:
-            refused[n] = (IN_FLIGHT, None, None, None)
+        rows = {n: tuple(row) for n, *row in await cur.fetchall()}
+        for n in taken:
+            # Not inserted, yet gone: purged since. Only a retry can claim it now.
+            refused[n] = rows.get(n, held)
     return refused
 
 

@@ -265,18 +265,17 @@ async def _claim_keys(conn: psycopg.AsyncConnection, requests: list[Request]) ->
     that could not be claimed (the key is in use, or already answered)."""
     keys: list[dict[str, Any]] = []
     refused: dict[int, tuple] = {}
-    first: dict[tuple[uuid.UUID, uuid.UUID, str], int] = {}
+    first_hash: dict[tuple[uuid.UUID, uuid.UUID, str], bytes] = {}
     for index, r in enumerate(requests):
         claim = r.claim
         if claim is None:
             continue
         name = (r.tenant_id, claim.client_id, claim.key)
-        if name in first:
+        if name in first_hash:
             # A repeat within this batch: the first is in flight right here.
-            hash_of_first = requests[first[name]].claim.request_hash  # type: ignore[union-attr]
-            refused[index] = (idem_sql.IN_FLIGHT, hash_of_first, None, None)
+            refused[index] = (idem_sql.IN_FLIGHT, first_hash[name], None, None)
             continue
-        first[name] = index
+        first_hash[name] = claim.request_hash
         keys.append({
             "n": index, "t": r.tenant_id, "c": claim.client_id, "k": claim.key,
             "h": claim.request_hash.hex(),
