@@ -23,11 +23,11 @@ async def accounts_of(client, tenant):
     return ids
 
 
-async def test_deadlock_is_retried_and_applied_once(app, client, tenant, monkeypatch):
-
-    debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
+def deadlock_first_batch(monkeypatch) -> list[int]:
+    """The first batch writes everything, then dies in a deadlock; the list
+    returned counts the batches applied."""
     real_apply = engine_module._apply
-    calls = []
+    calls: list[int] = []
 
     async def deadlock_once(conn, requests):
         calls.append(1)
@@ -37,6 +37,24 @@ async def test_deadlock_is_retried_and_applied_once(app, client, tenant, monkeyp
         return outcomes
 
     monkeypatch.setattr(engine_module, "_apply", deadlock_once)
+    return calls
+
+
+def fail_after_writing(monkeypatch) -> None:
+    """Every batch writes everything, then fails before COMMIT."""
+    real_apply = engine_module._apply
+
+    async def fail(conn, requests):
+        await real_apply(conn, requests)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine_module, "_apply", fail)
+
+
+async def test_deadlock_is_retried_and_applied_once(app, client, tenant, monkeypatch):
+
+    debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
+    calls = deadlock_first_batch(monkeypatch)
     engine = TransferEngine(app.state.db)
     [[(code, _)]] = await engine._flush(
         [Request(tenant.tenant_id, [NewTransfer(debit, credit, 7, "USD")])]
@@ -51,13 +69,7 @@ async def test_failure_before_commit_is_not_committed_and_writes_nothing(
 ):
 
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    real_apply = engine_module._apply
-
-    async def fail_after_writing(conn, requests):
-        await real_apply(conn, requests)
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(engine_module, "_apply", fail_after_writing)
+    fail_after_writing(monkeypatch)
     engine = TransferEngine(app.state.db)
     with pytest.raises(NotCommitted):
         await engine._flush([Request(tenant.tenant_id, [NewTransfer(debit, credit, 7, "USD")])])

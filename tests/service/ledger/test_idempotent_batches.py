@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from service.db import idempotency as idem_sql
-from service.ledger import transfers as engine_module
 from service.ledger.transfers import (
     Claimed,
     IdempotencyClaim,
@@ -25,7 +24,11 @@ from service.ledger.transfers import (
     Request,
     TransferEngine,
 )
-from tests.service.ledger.test_engine import accounts_of
+from tests.service.ledger.test_engine import (
+    accounts_of,
+    deadlock_first_batch,
+    fail_after_writing,
+)
 
 HASH_A = hashlib.sha256(b"a").digest()
 HASH_B = hashlib.sha256(b"b").digest()
@@ -115,18 +118,12 @@ async def test_a_batch_that_fails_before_commit_leaves_its_keys_free(
     app, client, tenant, monkeypatch
 ):
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    real_apply = engine_module._apply
-
-    async def fail_after_writing(conn, requests):
-        await real_apply(conn, requests)
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(engine_module, "_apply", fail_after_writing)
+    fail_after_writing(monkeypatch)
     engine = TransferEngine(app.state.db)
     with pytest.raises(NotCommitted):
         await engine._flush([keyed(tenant, debit, credit, "k")])
     assert await key_rows(app, tenant) == []
-    monkeypatch.setattr(engine_module, "_apply", real_apply)
+    monkeypatch.undo()
     [result] = await engine._flush([keyed(tenant, debit, credit, "k")])
     assert isinstance(result, list) and result[0][0] is None
     assert await posted(client, tenant, credit) == 7
@@ -136,17 +133,7 @@ async def test_a_batch_retried_after_a_deadlock_claims_its_keys_again(
     app, client, tenant, monkeypatch
 ):
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    real_apply = engine_module._apply
-    calls = []
-
-    async def deadlock_once(conn, requests):
-        calls.append(1)
-        outcomes = await real_apply(conn, requests)
-        if len(calls) == 1:
-            raise psycopg.errors.DeadlockDetected("simulated")
-        return outcomes
-
-    monkeypatch.setattr(engine_module, "_apply", deadlock_once)
+    calls = deadlock_first_batch(monkeypatch)
     engine = TransferEngine(app.state.db)
     [result] = await engine._flush([keyed(tenant, debit, credit, "k")])
     assert isinstance(result, list) and result[0][0] is None and len(calls) == 2
