@@ -71,13 +71,22 @@ class Vault:
     async def open_holder(
         self, tenant_id: uuid.UUID, account_id: uuid.UUID, blob: bytes
     ) -> dict[str, Any]:
-        ring = await self.ring()
-        try:
-            plain = ring.decrypt(blob, _aad(tenant_id, account_id))
-        except crypto.UnknownKey:
-            await self.load()  # rotated since we last looked
-            plain = (await self.ring()).decrypt(blob, _aad(tenant_id, account_id))
+        plain, _ = await self._decrypt(await self.ring(), blob, _aad(tenant_id, account_id))
         return _decode(plain)
+
+    async def _decrypt(
+        self, ring: crypto.KeyRing, blob: bytes, aad: bytes
+    ) -> tuple[bytes, crypto.KeyRing]:
+        """Decrypt with `ring`, reloading it first if `blob` names a key it lacks
+        (rotated since it was loaded). Returns the ring to go on with: a caller
+        that re-seals must use the reloaded one, or it would seal under the
+        old active key what another worker has just moved to the new one."""
+        try:
+            return ring.decrypt(blob, aad), ring
+        except crypto.UnknownKey:
+            await self.load()
+            ring = await self.ring()
+            return ring.decrypt(blob, aad), ring
 
     async def reseal(self, batch: int = 500) -> int:
         """Seal plaintext holders, and re-seal holders and webhook secrets under
@@ -86,10 +95,11 @@ class Vault:
         async with self._db.connection() as conn, conn.transaction():
             rows = await sql.holders_to_seal(conn, ring.active, batch)
             for tenant_id, account_id, sealed, plain in rows:
+                aad = _aad(tenant_id, account_id)
                 if plain is None:
                     assert sealed is not None
-                    plain = await self.open_holder(tenant_id, account_id, sealed)
-                aad = _aad(tenant_id, account_id)
+                    raw, ring = await self._decrypt(ring, sealed, aad)
+                    plain = _decode(raw)
                 await sql.set_holder(conn, tenant_id, account_id, ring.encrypt(_encode(plain), aad))
             count = len(rows)
             for table, column, prefix in SEALED_COLUMNS:
@@ -102,12 +112,7 @@ class Vault:
         rows = await sql.sealed_to_reseal(conn, table, column, ring.active, batch)
         for tenant_id, row_id, sealed in rows:
             aad = prefix + tenant_id.bytes + row_id.bytes
-            try:
-                plain = ring.decrypt(sealed, aad)
-            except crypto.UnknownKey:
-                await self.load()
-                ring = await self.ring()
-                plain = ring.decrypt(sealed, aad)
+            plain, ring = await self._decrypt(ring, sealed, aad)
             await sql.set_sealed_column(
                 conn, table, column, tenant_id, row_id, ring.encrypt(plain, aad)
             )

@@ -67,6 +67,27 @@ async def test_rotation_reseals_and_other_workers_learn_the_key(app, client, ten
     assert r.json()["data"]["holder"] == HOLDER
 
 
+async def test_a_worker_with_a_stale_ring_never_reseals_back_to_the_old_key(
+    app, client, tenant, settings
+):
+    account_id = await open_with_holder(client, tenant)
+    stale = Vault(app.state.db, settings.encryption_key)
+    old_kid = (await stale.ring()).active  # loaded before the rotation
+    new_kid = await vault_module.rotate(app.state.db, settings.encryption_key)
+    worker = Vault(app.state.db, settings.encryption_key)
+    while await worker.reseal():
+        pass
+    # One pass of the stale worker finds the row under a key it does not know
+    # (not under its active key, so it is selected): it must learn the key and
+    # keep the row on it, not move it back to its own, older active key (its
+    # next pass would move it forward again, but meanwhile the row is under
+    # the key being rotated away).
+    await stale.reseal()
+    sealed, _ = await raw_holder(app, tenant, account_id)
+    assert crypto.key_id(bytes(sealed)) == new_kid != old_kid
+    assert (await stale.ring()).active == new_kid
+
+
 async def test_plaintext_rows_from_before_encryption_get_sealed(app, client, tenant):
     account_id = await open_with_holder(client, tenant)
     async with app.state.db.connection() as conn:
