@@ -2,7 +2,10 @@
 
 The shared bucket is one Lua script run atomically by Redis on Redis's own
 clock (EVALSHA; redis-py loads it once and reloads it after a restart); the
-takes of concurrent requests share one script call. When
+takes of concurrent requests share one script call. A worker that sees a
+bucket busy takes a small lease of tokens with its next take and hands them
+out itself for a moment (see `_Lease`): Redis still grants every token, so a
+bucket never gives more than its rate and burst allow. When
 Redis cannot be reached, each worker keeps its own buckets (fail open, the
 default) or refuses requests with 503 (fail closed); the outage is logged once,
 and Redis is tried again after a short pause, so the shared buckets come back
@@ -25,10 +28,11 @@ from service.coalesce import Coalescer
 
 log = logging.getLogger("tally.ratelimit")
 
-# KEYS: the buckets; ARGV: rate (tokens/s), burst (capacity) and cost of each,
-# in turn. One call takes from many buckets (a bucket named twice gives twice).
-# Returns, per bucket: allowed, tokens left, seconds until a token, seconds
-# until full.
+# KEYS: the buckets; ARGV: rate (tokens/s), burst (capacity) and the tokens
+# wanted from each, in turn. One call takes from many buckets (a bucket named
+# twice gives twice). A take is granted when at least one token is there, and
+# gets as many of those it wants as there are. Returns, per bucket: tokens
+# granted (0: refused), tokens left, seconds until a token, seconds until full.
 BUCKET_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -36,7 +40,7 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local rate = tonumber(ARGV[3 * i - 2])
   local burst = tonumber(ARGV[3 * i - 1])
-  local cost = tonumber(ARGV[3 * i])
+  local want = tonumber(ARGV[3 * i])
   local state = redis.call('HMGET', key, 'tokens', 'ts')
   local tokens = tonumber(state[1])
   local ts = tonumber(state[2])
@@ -45,18 +49,20 @@ for i, key in ipairs(KEYS) do
     ts = now
   end
   tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  local allowed = 0
-  if tokens >= cost then
-    tokens = tokens - cost
-    allowed = 1
+  local granted = 0
+  if tokens >= 1 then
+    granted = math.min(want, math.floor(tokens))
+    tokens = tokens - granted
   end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  -- Microseconds kept: tostring() keeps 14 digits, i.e. 100 us of the clock,
+  -- and a stored time rounded down credits refill nobody waited for.
+  redis.call('HSET', key, 'tokens', string.format('%.6f', tokens), 'ts', string.format('%.6f', now))
   redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
   local retry = 0
-  if allowed == 0 then
-    retry = (cost - tokens) / rate
+  if granted == 0 then
+    retry = (1 - tokens) / rate
   end
-  out[#out + 1] = allowed
+  out[#out + 1] = granted
   out[#out + 1] = tostring(tokens)
   out[#out + 1] = tostring(retry)
   out[#out + 1] = tostring((burst - tokens) / rate)
@@ -66,6 +72,11 @@ return out
 
 # After a Redis failure, use the local buckets this long before trying again.
 _RETRY_REDIS_AFTER = 1.0
+# A lease lasts this long; tokens left in it then are dropped, not handed out.
+LEASE_SECONDS = 0.05
+# A lease holds at most this share of a bucket's burst, and at most what its
+# rate refills in one lease: small buckets (burst < 16) are never leased.
+LEASE_SHARE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +120,40 @@ class _LocalBuckets:
         return allowed, tokens, retry
 
 
-Take = tuple[str, float, int]
-"""(bucket, rate, burst): one token to take."""
+Take = tuple[str, float, int, int]
+"""(bucket, rate, burst, wanted): at least one token, up to `wanted`."""
+
+
+class _Lease:
+    """One worker's view of a busy bucket: tokens Redis granted it, not yet used.
+
+    Demand is counted per LEASE_SECONDS window. A take that finds the lease
+    empty goes to Redis and, when the previous window saw more takes than one,
+    asks for that many more (capped); those come back as the new lease. A
+    lease is therefore as large as one window's traffic, never more than
+    1/LEASE_SHARE of the burst, and dies after LEASE_SECONDS, so other workers
+    (and the bucket's refill) are never kept waiting long. The headers of a
+    leased take report the bucket as Redis last saw it plus the lease.
+    """
+
+    __slots__ = ("asking", "expires", "last_takes", "left", "takes", "tokens", "window")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = 0
+        self.expires = 0.0
+        self.left = 0.0  # the shared bucket's tokens after the last grant
+        self.window = now
+        self.takes = 0
+        self.last_takes = 0
+        self.asking = False  # a take asking for a lease is out
+
+    def count(self, now: float) -> None:
+        if now - self.window >= LEASE_SECONDS:
+            # A window with no takes in it in between: no recent demand.
+            self.last_takes = self.takes if now - self.window < 2 * LEASE_SECONDS else 0
+            self.takes = 0
+            self.window = now
+        self.takes += 1
 
 
 class RateLimiter:
@@ -120,6 +163,7 @@ class RateLimiter:
     def __init__(self, redis: aioredis.Redis, *, fail_closed: bool = False) -> None:
         self._script = redis.register_script(BUCKET_LUA)
         self.takes: Coalescer[Take, tuple[Any, ...]] = Coalescer(self._take_many)
+        self._leases: dict[str, _Lease] = {}
         self._local = _LocalBuckets()
         self._fail_closed = fail_closed
         self._redis_down_until = 0.0
@@ -127,17 +171,43 @@ class RateLimiter:
 
     async def take(self, key: str, rate: float, burst: int) -> Decision:
         """Take one token from bucket `key` (refilled at `rate`/s up to `burst`)."""
-        if time.monotonic() >= self._redis_down_until:
+        now = time.monotonic()
+        lease = self._leases.get(key)
+        if lease is None:
+            if len(self._leases) > 100_000:
+                self._leases.clear()  # bounded memory with very many clients
+            lease = self._leases[key] = _Lease(now)
+        lease.count(now)
+        if lease.tokens:
+            if now < lease.expires:
+                lease.tokens -= 1
+                metrics.count_rate_limit(True, "lease")
+                return _decision(True, burst, lease.left + lease.tokens, 0.0,
+                                 (burst - lease.left - lease.tokens) / rate)  # fmt: skip
+            lease.tokens = 0  # expired: dropped
+        if now >= self._redis_down_until:
+            extra = 0 if lease.asking else _lease_size(lease, rate, burst)
+            if extra:
+                lease.asking = True
             try:
-                allowed, tokens, retry, reset = await self.takes.call((key, rate, burst))
+                granted, tokens, retry, reset = await self.takes.call((key, rate, burst, 1 + extra))
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
             else:
                 if self._outage:
                     self._outage = False
                     log.warning("Redis reachable again: shared rate limits restored")
-                metrics.count_rate_limit(bool(allowed), "redis")
-                return _decision(bool(allowed), burst, float(tokens), float(retry), float(reset))
+                granted = int(granted)
+                lease.left = float(tokens)
+                if granted > 1:
+                    lease.tokens = granted - 1
+                    lease.expires = time.monotonic() + LEASE_SECONDS
+                metrics.count_rate_limit(bool(granted), "redis")
+                return _decision(bool(granted), burst, lease.left + lease.tokens,
+                                 float(retry), float(reset))  # fmt: skip
+            finally:
+                if extra:
+                    lease.asking = False
         if self._fail_closed:
             metrics.count_rate_limit(None, "none")
             raise RateLimiterUnavailable
@@ -147,9 +217,9 @@ class RateLimiter:
 
     async def _take_many(self, takes: list[Take]) -> list[tuple[Any, ...]]:
         args: list[float] = []
-        for _, rate, burst in takes:
-            args += (rate, burst, 1)
-        flat = await self._script(keys=[f"tally:rl:{key}" for key, _, _ in takes], args=args)
+        for _, rate, burst, wanted in takes:
+            args += (rate, burst, wanted)
+        flat = await self._script(keys=[f"tally:rl:{key}" for key, _, _, _ in takes], args=args)
         return [tuple(flat[i : i + 4]) for i in range(0, len(flat), 4)]
 
     def _redis_failed(self, exc: Exception) -> None:
@@ -158,6 +228,13 @@ class RateLimiter:
             self._outage = True
             mode = "refusing requests (fail closed)" if self._fail_closed else "per-worker buckets"
             log.error("Redis unreachable for rate limiting (%s); using %s", exc, mode)
+
+
+def _lease_size(lease: _Lease, rate: float, burst: int) -> int:
+    """How many tokens beyond its own a take that goes to Redis asks for."""
+    if lease.last_takes < 2:
+        return 0
+    return max(0, min(lease.last_takes, burst // LEASE_SHARE, int(rate * LEASE_SECONDS)))
 
 
 def _decision(allowed: bool, burst: int, tokens: float, retry: float, reset: float) -> Decision:
