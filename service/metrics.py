@@ -206,8 +206,18 @@ def count_rate_limit(allowed: bool | None, store: str) -> None:
 
     `store` is "redis" (the shared buckets) or "local" (the per-worker fallback).
     """
-    decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
-    (_metrics or _get()).rate_limit.labels(decision, store).inc()
+    child = _rate_limit_children.get((allowed, store))
+    if child is None:
+        decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
+        child = _rate_limit_children[(allowed, store)] = (_metrics or _get()).rate_limit.labels(
+            decision, store
+        )
+    child.inc()
+
+
+# Labelled children, looked up once: `labels()` checks and converts its
+# arguments on every call (about 1 us), and the label sets are few.
+_rate_limit_children: dict[tuple[bool | None, str], Any] = {}
 
 
 def record_webhook_delivery(outcome: str) -> None:
@@ -261,6 +271,7 @@ class Telemetry:
     def __init__(self, app: ASGIApp, usage: Any = None) -> None:
         self.app = app
         self.usage = usage
+        self._latency: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -282,9 +293,13 @@ class Telemetry:
         finally:
             m.in_flight.dec()
             route = route_label(scope)
-            m.request_seconds.labels(scope["method"], route, str(status)).observe(
-                time.perf_counter() - started
-            )
+            labels = (scope["method"], route, status)
+            child = self._latency.get(labels)
+            if child is None:
+                child = m.request_seconds.labels(scope["method"], route, str(status))
+                if len(self._latency) < 10_000:  # methods are the client's to choose
+                    self._latency[labels] = child
+            child.observe(time.perf_counter() - started)
             if self.usage is not None:
                 self.usage.record(scope.get("state"), scope["method"], route, status)
 

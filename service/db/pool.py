@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from service.db.json import decode_with_msgspec
+
 log = logging.getLogger("tally.db")
 
 # Errors that roll a transaction back whole, so running it again is safe.
@@ -57,6 +59,7 @@ class Database:
             # starts a fresh attempt at once, instead of waiting out an
             # exponential backoff that grows to minutes during a long outage.
             reconnect_timeout=max(2.0, timeout),
+            configure=decode_with_msgspec,
         )
         self.down = False
         # While an outage is known, a request waits only this long for a
