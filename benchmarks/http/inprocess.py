@@ -20,20 +20,16 @@ import cProfile
 import os
 import pstats
 import random
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from benchmarks.http import stack
 from benchmarks.http.apps import bare_starlette
-from service import devservers
 from service.app import create_app
 from service.config import Settings
-from service.db.migrate import migrate
 
 
 async def _drive(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]],
@@ -111,14 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="tally-inprocess-"))
-    with (
-        devservers.embedded(
-            data_dir, os.environ.get("TALLY_DATABASE_URL"), os.environ.get("TALLY_REDIS_URL")
-        ) as (admin_url, redis_url),
-        stack.fresh_database(admin_url, "tally_inprocess") as url,
-    ):
-        migrate(url)
+    with stack.migrated_database("tally-inprocess") as (url, redis_url):
         uvloop.run(_run(args, url, redis_url))
 
 

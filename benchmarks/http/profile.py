@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -60,8 +61,6 @@ def summarize(collapsed: Path, top: int) -> str:
 
 
 def main() -> None:
-    from service import devservers
-    from service.db.migrate import migrate
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http.profile")
     scripts = [
@@ -84,45 +83,35 @@ def main() -> None:
     )
     parser.add_argument("--tally-env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    py_spy = shutil.which("py-spy") or str(Path(os.sys.executable).parent / "py-spy")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     wrk.require()
     wrk.raise_fd_limit()
     OUT.mkdir(parents=True, exist_ok=True)
     stem = OUT / f"{args.script}-c{args.connections}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tally-profile-"))
-    try:
-        with (
-            devservers.embedded(
-                data_dir, os.environ.get("TALLY_DATABASE_URL"), os.environ.get("TALLY_REDIS_URL")
-            ) as (admin_url, redis_url),
-            stack.fresh_database(admin_url, "tally_profile") as url,
-        ):
-            migrate(url)
-            (tenant,) = stack.setup_tenant(url, 10_000, rate_limit=10**9, burst=10**9)
-            env = dict(kv.split("=", 1) for kv in args.tally_env)
-            with stack.tally(url, redis_url, args.workers, **env) as (port, pid), \
-                    tempfile.NamedTemporaryFile("w", suffix=".ids") as ids:  # fmt: skip
-                ids.write("\n".join(tenant.accounts) + "\n")
-                ids.flush()
-                token = stack.token(port, tenant)
-                batch = "100" if args.script == "post_batch" else "1"
-                base = f"http://127.0.0.1:{port}"
-                wrk.run(base, args.script, connections=args.connections, seconds=3,
-                        args=[token, ids.name, batch, "warm"])  # fmt: skip
-                result: list[wrk.WrkResult] = []
-                load = threading.Thread(target=lambda: result.append(wrk.run(
-                    base, args.script, connections=args.connections, seconds=args.seconds + 2,
-                    args=[token, ids.name, batch, "prof"])))  # fmt: skip
-                load.start()
-                # Native frames need the process paused while sampled.
-                mode = ["--native"] if args.native else ["--nonblocking"]
-                subprocess.run([py_spy, "record", "--pid", str(pid), "--subprocesses",
-                                "--rate", str(args.rate), "--duration", str(args.seconds),
-                                "--format", "raw", "--output", f"{stem}.txt", *mode],
-                               check=True, capture_output=True)  # fmt: skip
-                load.join()
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with stack.migrated_database("tally-profile") as (url, redis_url):
+        (tenant,) = stack.setup_tenant(url, 10_000, rate_limit=10**9, burst=10**9)
+        env = dict(kv.split("=", 1) for kv in args.tally_env)
+        with stack.tally(url, redis_url, args.workers, **env) as (port, pid), \
+                tempfile.NamedTemporaryFile("w", suffix=".ids") as ids:  # fmt: skip
+            ids.write("\n".join(tenant.accounts) + "\n")
+            ids.flush()
+            token = stack.token(port, tenant)
+            batch = "100" if args.script == "post_batch" else "1"
+            base = f"http://127.0.0.1:{port}"
+            wrk.run(base, args.script, connections=args.connections, seconds=3,
+                    args=[token, ids.name, batch, "warm"])  # fmt: skip
+            result: list[wrk.WrkResult] = []
+            load = threading.Thread(target=lambda: result.append(wrk.run(
+                base, args.script, connections=args.connections, seconds=args.seconds + 2,
+                args=[token, ids.name, batch, "prof"])))  # fmt: skip
+            load.start()
+            # Native frames need the process paused while sampled.
+            mode = ["--native"] if args.native else ["--nonblocking"]
+            subprocess.run([py_spy, "record", "--pid", str(pid), "--subprocesses",
+                            "--rate", str(args.rate), "--duration", str(args.seconds),
+                            "--format", "raw", "--output", f"{stem}.txt", *mode],
+                           check=True, capture_output=True)  # fmt: skip
+            load.join()
     r = result[0]
     print(f"{args.script} -c {args.connections}: {r.rps:.0f} req/s, p50 {r.p50_ms:.1f} ms, "
           f"p99 {r.p99_ms:.1f} ms, errors {r.errors} (while sampled)")  # fmt: skip

@@ -62,6 +62,27 @@ def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def migrated_database(prefix: str) -> Iterator[tuple[str, str]]:
+    """(database url, redis url): a fresh, migrated database on the servers of
+    TALLY_DATABASE_URL / TALLY_REDIS_URL, or on embedded ones started for it."""
+    from service import devservers
+    from service.db.migrate import migrate
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        with (
+            devservers.embedded(
+                data_dir, os.environ.get("TALLY_DATABASE_URL"), os.environ.get("TALLY_REDIS_URL")
+            ) as (admin_url, redis_url),
+            fresh_database(admin_url, prefix.replace("-", "_")) as url,
+        ):
+            migrate(url)
+            yield url, redis_url
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def postgres_facts(admin_url: str) -> dict[str, str]:
     """Version and the durability settings that decide commit cost."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
