@@ -9,6 +9,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from fastpath.codec import ACCOUNT_COLUMNS
+from service.db.json import KEY_RECORDS, key_records
 
 _COLUMNS = ", ".join(ACCOUNT_COLUMNS)
 _INSERT = (
@@ -19,8 +20,8 @@ _GET = f"SELECT {_COLUMNS} FROM accounts WHERE tenant_id = %s AND id = %s"
 _LOCK = _GET + " FOR UPDATE"
 # Many reads in one query; `n` says which requested key each row answers.
 _GET_MANY = (
-    f"SELECT k.n, {', '.join('a.' + c for c in ACCOUNT_COLUMNS)} FROM unnest(%s::uuid[],"
-    " %s::uuid[]) WITH ORDINALITY AS k(tenant_id, id, n) JOIN accounts a USING (tenant_id, id)"
+    f"SELECT k.n, {', '.join('a.' + c for c in ACCOUNT_COLUMNS)} FROM {KEY_RECORDS}"
+    " JOIN accounts a ON a.tenant_id = k.t AND a.id = k.i"
 )
 
 # Columns PATCH may set; the value is bound as a parameter, never spliced in.
@@ -74,7 +75,7 @@ async def get_many(
     conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> list[tuple | None]:
     """The rows of the accounts named by (tenant_id, id), in that order (None: no such)."""
-    cur = await conn.execute(_GET_MANY, ([k[0] for k in keys], [k[1] for k in keys]))
+    cur = await conn.execute(_GET_MANY, (key_records(keys),))
     rows: list[tuple | None] = [None] * len(keys)
     for n, *row in await cur.fetchall():
         rows[n - 1] = tuple(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -13,6 +14,17 @@ _encode = msgspec.json.Encoder().encode
 
 def jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=_encode)
+
+
+# A list of keys for `json_to_recordset(%s::json) AS k(t uuid, i uuid, n int)`:
+# one text parameter encoded by msgspec costs a third of what psycopg's
+# per-element dumping of two uuid[] arrays does.
+KEY_RECORDS = "json_to_recordset(%s::json) AS k(t uuid, i uuid, n int)"
+
+
+def key_records(keys: list[tuple[uuid.UUID, uuid.UUID]]) -> str:
+    """(tenant_id, id) pairs as KEY_RECORDS rows; `n` numbers them from 1."""
+    return _encode([{"t": t, "i": i, "n": n} for n, (t, i) in enumerate(keys, 1)]).decode()
 
 
 async def decode_with_msgspec(conn: psycopg.AsyncConnection) -> None:

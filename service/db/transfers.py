@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from service.db.json import KEY_RECORDS, key_records
+
 TRANSFER_COLUMNS = (
     "id", "debit_account_id", "credit_account_id", "amount", "currency", "status",
     "posted_amount", "expires_at", "description", "metadata", "created_at", "updated_at",
@@ -18,16 +20,16 @@ _T_COLS_QUALIFIED = ", ".join(f"t.{c}" for c in TRANSFER_COLUMNS)
 _LOCK_HOLDS = f"""
 SELECT t.tenant_id, {_T_COLS_QUALIFIED}
 FROM transfers t
-JOIN unnest(%s::uuid[], %s::uuid[]) AS k(tenant_id, id) USING (tenant_id, id)
+JOIN {KEY_RECORDS} ON t.tenant_id = k.t AND t.id = k.i
 ORDER BY t.tenant_id, t.id
 FOR UPDATE OF t
 """
 
-_LOCK_ACCOUNTS = """
+_LOCK_ACCOUNTS = f"""
 SELECT a.tenant_id, a.id, a.posted, a.pending_debits, a.pending_credits,
        a.overdraft_limit, a.status, a.currency
 FROM accounts a
-JOIN unnest(%s::uuid[], %s::uuid[]) AS k(tenant_id, id) USING (tenant_id, id)
+JOIN {KEY_RECORDS} ON a.tenant_id = k.t AND a.id = k.i
 ORDER BY a.tenant_id, a.id
 FOR UPDATE OF a
 """
@@ -94,14 +96,14 @@ async def lock_holds(
 ) -> list[tuple]:
     """Lock the transfers named by (tenant_id, id), in key order; rows are
     (tenant_id, *TRANSFER_COLUMNS)."""
-    cur = await conn.execute(_LOCK_HOLDS, ([k[0] for k in keys], [k[1] for k in keys]))
+    cur = await conn.execute(_LOCK_HOLDS, (key_records(keys),))
     return list(await cur.fetchall())
 
 
 async def lock_accounts(
     conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> list[tuple]:
-    cur = await conn.execute(_LOCK_ACCOUNTS, ([k[0] for k in keys], [k[1] for k in keys]))
+    cur = await conn.execute(_LOCK_ACCOUNTS, (key_records(keys),))
     return list(await cur.fetchall())
 
 

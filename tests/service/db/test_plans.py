@@ -18,6 +18,7 @@ import pytest
 
 from service.db import accounts as account_sql
 from service.db import transfers as transfer_sql
+from service.db.json import key_records
 from service.db.pool import Database
 from tests.conftest import fresh_database
 
@@ -54,8 +55,8 @@ async def plan(db: Database, sql: str, params) -> str:
         return "\n".join(row[0] for row in await cur.fetchall())
 
 
-def arrays(keys):
-    return ([k[0] for k in keys], [k[1] for k in keys])
+def records(keys):
+    return (key_records(keys),)
 
 
 async def test_sessions_use_the_ssd_page_cost(db):
@@ -67,13 +68,13 @@ async def test_sessions_use_the_ssd_page_cost(db):
 
 async def test_locking_a_batchs_accounts_uses_the_primary_key(db):
     database, keys = db
-    text = await plan(database, transfer_sql._LOCK_ACCOUNTS, arrays(keys))
+    text = await plan(database, transfer_sql._LOCK_ACCOUNTS, records(keys))
     assert "accounts_pkey" in text and "Seq Scan on accounts" not in text, text
 
 
 async def test_coalesced_account_reads_use_the_primary_key(db):
     database, keys = db
-    text = await plan(database, account_sql._GET_MANY, arrays(keys))
+    text = await plan(database, account_sql._GET_MANY, records(keys))
     assert "accounts_pkey" in text and "Seq Scan on accounts" not in text, text
 
 
