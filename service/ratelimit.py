@@ -234,7 +234,7 @@ def _lease_size(lease: _Lease, rate: float, burst: int) -> int:
     """How many tokens beyond its own a take that goes to Redis asks for."""
     if lease.last_takes < 2:
         return 0
-    return max(0, min(lease.last_takes, burst // LEASE_SHARE, int(rate * LEASE_SECONDS)))
+    return min(lease.last_takes, burst // LEASE_SHARE, int(rate * LEASE_SECONDS))
 
 
 def _decision(allowed: bool, burst: int, tokens: float, retry: float, reset: float) -> Decision:

@@ -1,7 +1,7 @@
 """The batch statements find their rows through the primary keys, not by reading tables.
 
-A group-commit batch joins a short list of keys (as an array or a JSON
-recordset) against accounts. With PostgreSQL's default random_page_cost (4)
+A group-commit batch, and a coalesced read, joins a short list of keys (a
+JSON recordset) against accounts. With PostgreSQL's default random_page_cost (4)
 the planner read every account to lock a hundred of them; Tally's sessions
 set 1.1 (service.db.pool). These tests read the plans (EXPLAIN, nothing is
 executed) on 10,000 accounts, the size `make bench` uses: with the default
