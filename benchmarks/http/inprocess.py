@@ -1,14 +1,17 @@
 """Python CPU per request without an HTTP server: Tally's app called directly.
 
-    python -m benchmarks.http.inprocess [--concurrency 64] [--requests 300] [--repeat 3]
+    python -m benchmarks.http.inprocess [--route get|post] [--concurrency 64]
+        [--requests 300] [--repeat 3] [--profile]
 
-Calls `GET /api/accounts/{id}` on Tally's ASGI app (real PostgreSQL and
-Redis: embedded unless TALLY_DATABASE_URL / TALLY_REDIS_URL are set) and on
-the bare Starlette baseline of `make bench`, from `--concurrency` concurrent
-callers, and prints the process CPU time per request of each. What granian
-adds (about the same for both) is not in these figures, so a lever on Tally's
-own Python shows here without the noise of a loaded machine. Add
-`--profile` for cProfile's top functions of Tally's run.
+Calls `GET /api/accounts/{id}` (or, with `--route post`, `POST
+/api/transfers` with an Idempotency-Key, as `make bench` does) on Tally's
+ASGI app (real PostgreSQL and Redis: embedded unless TALLY_DATABASE_URL /
+TALLY_REDIS_URL are set) and `GET` on the bare Starlette baseline of `make
+bench`, from `--concurrency` concurrent callers, and prints the process CPU
+time per request of each. What granian adds (about the same for both) is not
+in these figures, and neither is PostgreSQL's own CPU, so a lever on Tally's
+own Python shows here without the noise of a loaded machine. Add `--profile`
+for cProfile's top functions of Tally's run.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import argparse
 import asyncio
 import base64
 import cProfile
+import itertools
 import os
 import pstats
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import uvloop
 
 from benchmarks.http import stack
@@ -32,17 +38,22 @@ from service.app import create_app
 from service.config import Settings
 
 
-async def _drive(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]],
-                 concurrency: int, each: int) -> None:  # fmt: skip
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+Call = tuple[str, str, list[tuple[bytes, bytes]], bytes]
+"""One request: method, path, headers, body."""
 
+
+async def _drive(app: Any, make: Callable[[], Call], concurrency: int, each: int,
+                 expect: int) -> None:  # fmt: skip
     async def caller() -> None:
         for _ in range(each):
-            path = random.choice(paths)
+            method, path, headers, body = make()
+
+            async def receive(body: bytes = body) -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+                "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
                 "query_string": b"", "root_path": "", "headers": headers,
                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
             }  # fmt: skip
@@ -53,35 +64,56 @@ async def _drive(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]],
                     statuses.append(message["status"])
 
             await app(scope, receive, send)
-            if statuses != [200]:
-                raise RuntimeError(f"{path}: {statuses}")
+            if statuses != [expect]:
+                raise RuntimeError(f"{method} {path}: {statuses}")
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
 
 
-async def _measure(app: Any, paths: list[str], headers: list[tuple[bytes, bytes]],
-                   args: argparse.Namespace, profile: bool = False) -> float:  # fmt: skip
+async def _measure(app: Any, make: Callable[[], Call], args: argparse.Namespace,
+                   expect: int = 200, profile: bool = False) -> float:  # fmt: skip
     """CPU microseconds per request (the best of `--repeat` runs)."""
-    await _drive(app, paths, headers, args.concurrency, 50)  # warm-up
+    await _drive(app, make, args.concurrency, 50, expect)  # warm-up
     best = float("inf")
     for _ in range(args.repeat):
         started = time.process_time()
-        await _drive(app, paths, headers, args.concurrency, args.requests)
+        await _drive(app, make, args.concurrency, args.requests, expect)
         spent = time.process_time() - started
         best = min(best, spent / (args.concurrency * args.requests) * 1e6)
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        await _drive(app, paths, headers, args.concurrency, args.requests)
+        await _drive(app, make, args.concurrency, args.requests, expect)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
     return best
 
 
+def _gets(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
+    paths = [f"/api/accounts/{a}" for a in accounts]
+    return lambda: ("GET", random.choice(paths), headers, b"")
+
+
+def _posts(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
+    """Transfers between random accounts, each with its own Idempotency-Key (as wrk's)."""
+    prefix, sent = uuid.uuid4().hex[:12], itertools.count()
+    headers = [*headers, (b"content-type", b"application/json")]
+
+    def make() -> Call:
+        debit, credit = random.sample(accounts, 2)
+        body = msgspec.json.encode({
+            "debit_account_id": debit, "credit_account_id": credit,
+            "amount": random.randint(1, 1000), "currency": "USD",
+        })  # fmt: skip
+        key = f"{prefix}-{next(sent)}".encode()
+        return "POST", "/api/transfers", [*headers, (b"idempotency-key", key)], body
+
+    return make
+
+
 async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> None:
     (tenant,) = stack.setup_tenant(database_url, 10_000, rate_limit=10**9, burst=10**9)
-    paths = [f"/api/accounts/{a}" for a in tenant.accounts]
-    bare = await _measure(bare_starlette(), paths, [(b"host", b"bench")], args)
+    bare = await _measure(bare_starlette(), _gets(tenant.accounts, [(b"host", b"bench")]), args)
     settings = Settings.from_env({
         "TALLY_ENV": "test", "TALLY_DATABASE_URL": database_url, "TALLY_REDIS_URL": redis_url,
         "TALLY_JWT_SECRET": os.urandom(32).hex(),
@@ -90,18 +122,24 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         token = app.state.tokens.issue(
-            uuid.UUID(tenant.client_id), uuid.UUID(tenant.tenant_id), ("ledger:read",)
-        )
+            uuid.UUID(tenant.client_id), uuid.UUID(tenant.tenant_id),
+            ("ledger:read", "ledger:write"),
+        )  # fmt: skip
         headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
-        tally = await _measure(app, paths, headers, args, args.profile)
-    print(f"GET /api/accounts/{{id}}, {args.concurrency} concurrent callers, "
-          f"best of {args.repeat} x {args.concurrency * args.requests} requests:")  # fmt: skip
-    print(f"  bare Starlette  {bare:6.1f} us CPU per request")
-    print(f"  Tally           {tally:6.1f} us CPU per request ({tally / bare:.1f}x)")
+        if args.route == "post":
+            route, make, expect = "POST /api/transfers", _posts(tenant.accounts, headers), 201
+        else:
+            route, make, expect = "GET /api/accounts/{id}", _gets(tenant.accounts, headers), 200
+        tally = await _measure(app, make, args, expect, args.profile)
+    print(f"{args.concurrency} concurrent callers, best of {args.repeat} x "
+          f"{args.concurrency * args.requests} requests:")  # fmt: skip
+    print(f"  bare Starlette  GET   {bare:6.1f} us CPU per request")
+    print(f"  Tally  {route:<22} {tally:6.1f} us CPU per request ({tally / bare:.1f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--route", choices=["get", "post"], default="get")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per caller and run")
     parser.add_argument("--repeat", type=int, default=3)
