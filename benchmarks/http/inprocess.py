@@ -37,7 +37,6 @@ from benchmarks.http.apps import bare_starlette
 from service.app import create_app
 from service.config import Settings
 
-
 Call = tuple[str, str, list[tuple[bytes, bytes]], bytes]
 """One request: method, path, headers, body."""
 

@@ -174,9 +174,13 @@ def _claim(principal: Principal, key: str, request_hash: bytes) -> IdempotencyCl
 
 
 def _fingerprint(request: Request, body: msgspec.Struct) -> bytes:
-    """Same key with another route or another body is a different request."""
+    """Same key with another route or another body is a different request.
+
+    The path is the scope's: for these routes (fixed text and a UUID) it is
+    what `request.url.path` gives, without building a URL for each request.
+    """
     canonical = msgspec.json.encode(body)
-    return hashlib.sha256(request.url.path.encode() + b"\0" + canonical).digest()
+    return hashlib.sha256(request.scope["path"].encode() + b"\0" + canonical).digest()
 
 
 def _replay(existing: tuple, digest: bytes) -> Response:
