@@ -7,7 +7,8 @@ HTTP target is driven by wrk on 127.0.0.1 at each connection count, after a
 warm-up; Tally's requests carry a bearer token and pass the rate limiter (the
 bench client's bucket is set high enough never to refuse). The table and a
 JSON copy (benchmarks/results/<date>.json) carry the machine's description and
-its load average before and after.
+its load average before and after, and each row the share of the machine's CPU
+time left idle while it ran (0 %: CPU-bound; well above: something waits).
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def _measure(
     _settle(result)
     statuses = f"  statuses {result.statuses}" if result.statuses else ""
     print(f"    {script:<15} -c {conns:<5} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms"
-          f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}{statuses}",
-          flush=True)  # fmt: skip
+          f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  idle {result.idle:4.0%}"
+          f"{statuses}", flush=True)  # fmt: skip
     return result
 
 
@@ -113,6 +114,7 @@ def _http_row(target: str, route: str, conns: int, r: wrk.WrkResult, *, per_requ
               unit: str = "req/s") -> Row:  # fmt: skip
     # Throughput counts successful requests only: an error is not work done.
     notes: dict[str, Any] = {"statuses": r.statuses} if r.statuses else {}
+    notes["cpu_idle"] = round(r.idle, 3)
     if r.errors_socket:
         notes["socket_errors"] = r.errors_socket
     return Row(target, route, conns, r.ok_rps * per_request, unit, r.p50_ms, r.p99_ms,
@@ -125,12 +127,16 @@ def run_pgbench(admin_url: str, args: argparse.Namespace) -> list[Row]:
     with stack.Pgbench(admin_url).prepared() as pgbench:
         for script in ("select-only", "tpcb-like"):
             for clients in args.pgbench_clients:
+                before = wrk.cpu_times()
                 run = pgbench.run(script, clients, args.seconds)
+                idle = wrk.idle_share(before, wrk.cpu_times())
                 print(f"    {script:<15} -c {clients:<5} {run.tps:9.0f} TPS  "
-                      f"latency avg {run.latency_avg_ms:.2f} ms", flush=True)  # fmt: skip
+                      f"latency avg {run.latency_avg_ms:.2f} ms  idle {idle:4.0%}",
+                      flush=True)  # fmt: skip
                 rows.append(Row("pgbench", f"-b {script}" + (" (-S)" if script == "select-only"
                                 else ""), clients, run.tps, "TPS", None, None, run.failed,
-                                notes={"latency_avg_ms": run.latency_avg_ms}))  # fmt: skip
+                                notes={"latency_avg_ms": run.latency_avg_ms,
+                                       "cpu_idle": round(idle, 3)}))  # fmt: skip
     return rows
 
 
@@ -253,15 +259,17 @@ def table(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
     ]
     header = ("target", "route", "conns", "throughput", "unit", "p50 ms", "p99 ms", "errors",
-              "vs baseline", "ratio", "SPEC")  # fmt: skip
+              "idle", "vs baseline", "ratio", "SPEC")  # fmt: skip
     body = []
     for r in rows:
         verdict = "" if r.meets_spec is None else ("PASS " if r.meets_spec else "FAIL ")
+        idle = r.notes.get("cpu_idle")
         body.append((r.target, r.route, str(r.connections), f"{r.throughput:.0f}", r.unit,
-                     _fmt(r.p50_ms), _fmt(r.p99_ms), str(r.errors), r.baseline,
+                     _fmt(r.p50_ms), _fmt(r.p99_ms), str(r.errors),
+                     "-" if idle is None else f"{idle:.0%}", r.baseline,
                      _fmt(r.ratio), (verdict + r.spec).strip()))  # fmt: skip
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    numeric = {2, 3, 5, 6, 7, 9}
+    numeric = {2, 3, 5, 6, 7, 8, 10}
 
     def line(cells: tuple[str, ...]) -> str:
         padded = (c.rjust(w) if i in numeric else c.ljust(w)

@@ -26,6 +26,12 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     statuses: dict[str, int]
+    idle: float = 0.0
+    """Share of the machine's CPU time (all cores) left idle during the run.
+
+    Near 0: everything on the machine together is CPU-bound. Well above 0
+    with throughput flat: something waits (locks, round trips), not the CPUs.
+    """
 
     @property
     def rps(self) -> float:
@@ -77,7 +83,9 @@ def run(
                 "-d", f"{max(1, round(seconds))}s", "--timeout", f"{timeout_s}s",
                 "-s", lua.name, url, "--", *(args or [])]  # fmt: skip
         env = {**os.environ, "WRK_COUNT_STATUSES": "1" if count_statuses else "0"}
+        before = cpu_times()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        idle = idle_share(before, cpu_times())
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -93,4 +101,18 @@ def run(
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["max_us"] / 1000,
         statuses=raw.get("statuses", {}),
+        idle=idle,
     )
+
+
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all cores, from /proc/stat (idle counts iowait too)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
