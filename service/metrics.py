@@ -12,8 +12,8 @@ prometheus-client was imported earlier by the parent process.
 
 Routes are labelled by their template (`/api/accounts/{id}`), never by the
 raw path, so label cardinality stays bounded; unmatched paths share one
-label. Hooks for other modules: `observe_group_commit`, `count_rate_limit`,
-`record_webhook_delivery`.
+label. Hooks for other modules: `observe_group_commit`,
+`observe_group_commit_phase`, `count_rate_limit`, `record_webhook_delivery`.
 """
 
 from __future__ import annotations
@@ -110,6 +110,15 @@ class _Metrics:
             buckets=_WAIT,
             registry=r,
         )
+        self.batch_phase = Histogram(
+            "tally_group_commit_phase_seconds",
+            "Time a group-commit batch spent in each phase: claim (its idempotency keys),"
+            " lock (its holds and accounts, then the clock), decide (the kernel and the"
+            " rows to write, in the worker), write (the one write statement), commit.",
+            ("phase",),
+            buckets=_WAIT,
+            registry=r,
+        )
         self.batch_failures = Counter(
             "tally_group_commit_failed_batches",
             "Group-commit batches that failed whole (every request got an error).",
@@ -199,6 +208,18 @@ def observe_group_commit(size: int, waits: list[float], flush_seconds: float, ok
     m.batch_flush.observe(flush_seconds)
     for wait in waits:
         m.batch_wait.observe(wait)
+
+
+GROUP_COMMIT_PHASES = ("claim", "lock", "decide", "write", "commit")
+_phase_children: dict[str, Any] = {}
+
+
+def observe_group_commit_phase(phase: str, seconds: float) -> None:
+    """One phase of one group-commit attempt (see GROUP_COMMIT_PHASES)."""
+    child = _phase_children.get(phase)
+    if child is None:
+        child = _phase_children[phase] = (_metrics or _get()).batch_phase.labels(phase)
+    child.observe(seconds)
 
 
 def count_rate_limit(allowed: bool | None, store: str) -> None:

@@ -11,6 +11,7 @@ nothing; with `atomic`, one rejection rejects its whole request.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import msgspec
 import psycopg
 
 from fastpath import kernel
+from service import metrics
 from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
@@ -185,6 +187,8 @@ class TransferEngine:
                 async with self.db.connection() as conn, conn.transaction():
                     outcomes = await _apply(conn, requests)
                     applied = True
+                    written = time.perf_counter()
+                metrics.observe_group_commit_phase("commit", time.perf_counter() - written)
             except RETRYABLE as exc:
                 if applied or attempt == _RETRIES - 1:
                     raise NotCommitted(exc) from exc
@@ -209,7 +213,9 @@ class NotCommitted(Exception):
 async def _apply(
     conn: psycopg.AsyncConnection, all_requests: list[Request]
 ) -> list[list[Outcome] | Claimed]:
+    lap = _Laps()
     refused = await _claim_keys(conn, all_requests)
+    lap("claim")
     requests = [r for i, r in enumerate(all_requests) if i not in refused]
     if not requests:
         return [Claimed(refused[i]) for i in range(len(all_requests))]
@@ -238,6 +244,7 @@ async def _apply(
         for row in await sql.lock_accounts(conn, sorted(account_keys)):
             accounts[(row[0], row[1])] = list(row[2:])
     ts = await sql.clock(conn)
+    lap("lock")
     now_us = _micros(ts)
 
     ops, new_by_key = _kernel_ops(requests, now_us, ts)
@@ -253,11 +260,33 @@ async def _apply(
         if request.claim is not None and request.render is not None:
             status, body = request.render(request_outcomes)
             writes.reply(request.tenant_id, request.claim, status, body)
-    await sql.write_batch(conn, writes.ts, writes.tables())
+    tables = writes.tables()
+    lap("decide")
+    await sql.write_batch(conn, writes.ts, tables)
+    lap("write")
     applied = iter(outcomes)
     return [
         Claimed(refused[i]) if i in refused else next(applied) for i in range(len(all_requests))
     ]
+
+
+class _Laps:
+    """Times the phases of a batch for `tally_group_commit_phase_seconds`.
+
+    Under load most of a batch's time can be waiting for another batch's
+    locks (a shared account, or the tenant's event counter): the lock and
+    write phases show it, apart from PostgreSQL's own work and the commit.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        metrics.observe_group_commit_phase(phase, now - self._last)
+        self._last = now
 
 
 async def _claim_keys(conn: psycopg.AsyncConnection, requests: list[Request]) -> dict[int, tuple]:

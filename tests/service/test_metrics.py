@@ -90,6 +90,30 @@ async def test_group_commit_and_rate_limit_and_pool_are_measured(client, tenant:
     assert value(after, "tally_db_pool_max") == app.state.settings.db_pool_max
 
 
+async def test_every_group_commit_phase_is_timed(client, tenant: Tenant):
+    source = await open_account(client, tenant, overdraft_limit=None)
+    sink = await open_account(client, tenant)
+    before = await scrape(client)
+    body = {"debit_account_id": source, "credit_account_id": sink, "amount": 5, "currency": "USD"}
+    headers = {**tenant.headers(), "Idempotency-Key": "phases-1"}
+    r = await client.post("/api/transfers", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    after = await scrape(client)
+    name = "tally_group_commit_phase_seconds"
+    for phase in metrics.GROUP_COMMIT_PHASES:
+        count = value(after, f"{name}_count", phase=phase)
+        assert count - value(before, f"{name}_count", phase=phase) == 1, phase
+        spent = value(after, f"{name}_sum", phase=phase) - value(before, f"{name}_sum", phase=phase)
+        assert spent > 0, phase
+    # The phases are the batch's flush, cut into parts.
+    flush = "tally_group_commit_flush_seconds_sum"
+    parts = sum(
+        value(after, f"{name}_sum", phase=p) - value(before, f"{name}_sum", phase=p)
+        for p in metrics.GROUP_COMMIT_PHASES
+    )
+    assert parts <= value(after, flush) - value(before, flush)
+
+
 def test_the_cached_process_id_follows_a_fork():
     """Multiprocess values use it to notice a fork (and switch to their own files)."""
     assert metrics._cached_pid() == os.getpid()
