@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import redis.asyncio as aioredis
 
+from service import ratelimit
 from service.auth import clients as client_service
 from service.auth import scopes
 from service.ratelimit import (
@@ -211,32 +213,45 @@ def test_cli_sets_and_resets_client_limits(database_url, repo_root):
     assert "rate=default burst=default" in tally("clients", "list", "--tenant", "limited")
 
 
-async def test_a_busy_bucket_is_leased_and_fewer_takes_go_to_redis(redis_url):
+@pytest.fixture
+def lease_clock(monkeypatch) -> list[float]:
+    """The limiter's clock, moved by hand: lease windows and expiry without
+    depending on how fast this machine runs the takes. Redis keeps its own
+    clock (the buckets here are far too big to run dry)."""
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+async def test_a_busy_bucket_is_leased_and_fewer_takes_go_to_redis(redis_url, lease_clock):
     client = aioredis.from_url(redis_url)
     limiter = RateLimiter(client)
     key = f"test:{os.urandom(8).hex()}"
-    takes = 0
-    end = time.monotonic() + 4 * LEASE_SECONDS
-    while time.monotonic() < end:
+    for _ in range(20):  # the first window: no demand seen yet, one round trip each
         assert (await limiter.take(key, 10**6, 10**6)).allowed
-        takes += 1
-    # The first window goes to Redis one take at a time; later ones mostly not.
-    assert limiter.takes.round_trips * 4 < takes
+    assert limiter.takes.round_trips == 20
+    lease_clock[0] += 1.5 * LEASE_SECONDS  # the next window: the last one saw 20 takes
+    for _ in range(16):  # one round trip brings a lease of 20; 15 of them are used
+        assert (await limiter.take(key, 10**6, 10**6)).allowed
+    assert limiter.takes.round_trips == 21
+    lease_clock[0] += 1.5 * LEASE_SECONDS  # the 5 left have expired: back to Redis
+    assert (await limiter.take(key, 10**6, 10**6)).allowed
+    assert limiter.takes.round_trips == 22
     await client.aclose()
 
 
-async def test_leased_takes_count_down_the_remaining_header(redis_url):
+async def test_leased_takes_count_down_the_remaining_header(redis_url, lease_clock):
     client = aioredis.from_url(redis_url)
     limiter = RateLimiter(client)
     key = f"test:{os.urandom(8).hex()}"
-    decisions = []
-    end = time.monotonic() + 2 * LEASE_SECONDS
-    while time.monotonic() < end:
-        decisions.append(await limiter.take(key, 10**6, 10**9))
+    for _ in range(10):
+        await limiter.take(key, 10**6, 10**9)
+    lease_clock[0] += 1.5 * LEASE_SECONDS
+    asked = await limiter.take(key, 10**6, 10**9)  # goes to Redis, brings a lease of 10
     trips = limiter.takes.round_trips
     leased = [await limiter.take(key, 10**6, 10**9) for _ in range(5)]
     assert limiter.takes.round_trips == trips  # all five from the lease
-    assert [d.remaining for d in leased] == [leased[0].remaining - i for i in range(5)]
+    assert [d.remaining for d in leased] == [asked.remaining - 1 - i for i in range(5)]
     await client.aclose()
 
 
