@@ -211,15 +211,11 @@ def observe_group_commit(size: int, waits: list[float], flush_seconds: float, ok
 
 
 GROUP_COMMIT_PHASES = ("claim", "lock", "decide", "write", "commit")
-_phase_children: dict[str, Any] = {}
 
 
 def observe_group_commit_phase(phase: str, seconds: float) -> None:
     """One phase of one group-commit attempt (see GROUP_COMMIT_PHASES)."""
-    child = _phase_children.get(phase)
-    if child is None:
-        child = _phase_children[phase] = (_metrics or _get()).batch_phase.labels(phase)
-    child.observe(seconds)
+    _child((_metrics or _get()).batch_phase, phase).observe(seconds)
 
 
 def count_rate_limit(allowed: bool | None, store: str) -> None:
@@ -227,18 +223,22 @@ def count_rate_limit(allowed: bool | None, store: str) -> None:
 
     `store` is "redis" (the shared buckets) or "local" (the per-worker fallback).
     """
-    child = _rate_limit_children.get((allowed, store))
+    decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
+    _child((_metrics or _get()).rate_limit, decision, store).inc()
+
+
+def _child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once: `labels()` checks and converts
+    its arguments on every call (about 1 us). Only for label values the code
+    chooses (bounded); Telemetry keeps its own, bounded, table for routes."""
+    key = (metric, values)
+    child = _children.get(key)
     if child is None:
-        decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
-        child = _rate_limit_children[(allowed, store)] = (_metrics or _get()).rate_limit.labels(
-            decision, store
-        )
-    child.inc()
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
-# Labelled children, looked up once: `labels()` checks and converts its
-# arguments on every call (about 1 us), and the label sets are few.
-_rate_limit_children: dict[tuple[bool | None, str], Any] = {}
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
 def record_webhook_delivery(outcome: str) -> None:
