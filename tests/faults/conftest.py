@@ -8,7 +8,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -149,9 +149,27 @@ def start_server(
     try:
         wait_healthy(base, proc)
     except AssertionError:
-        proc.kill()
+        kill_tree(proc)
         raise AssertionError(log.read_text()) from None
     return Server(base, proc, log)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a running server and every process it started.
+
+    Killing only `tally serve` leaves granian's worker processes running as
+    orphans, still listening.
+    """
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, f"server processes survived SIGKILL: {alive}"
 
 
 def make_client(database_url: str) -> tuple[str, str]:
@@ -181,8 +199,7 @@ def server(postgres, valkey, secrets_env, tmp_path) -> Iterator[Server]:
     srv.client_id, srv.client_secret = make_client(postgres.url)
     yield srv
     if srv.proc.poll() is None:
-        srv.proc.send_signal(signal.SIGKILL)
-        srv.proc.wait()
+        kill_tree(srv.proc)
 
 
 def poll(check, seconds: float, interval: float = 0.05):
