@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service import metrics, openapi
+from service import metrics, openapi, orphans
 from service.api import accounts, auth, events, ops, statements, transfers, webhooks
 from service.api import docs as api_docs
 from service.api import usage as api_usage
@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Under `tally serve`: drain and exit if the server process is killed.
+        orphans.exit_with_server()
         await app.state.db.open()
         # Sign with the newest key from the start; if the database is still
         # down, the static key signs until the first periodic reload.

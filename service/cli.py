@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from service import devservers, logs
+from service import devservers, logs, orphans
 from service import metrics as prometheus
 from service.auth import clients as client_service
 from service.auth import scopes as scope_names
@@ -354,6 +354,8 @@ def _serve(settings: Settings) -> None:
 
     # Before the workers fork: they write their samples there, /metrics adds them up.
     prometheus.prepare_multiprocess_dir()
+    # The workers follow this process: killed outright, it takes them with it.
+    os.environ[orphans.SERVER_PID_ENV] = str(os.getpid())
     Granian(
         "service.app:create_app",
         factory=True,

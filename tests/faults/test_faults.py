@@ -155,6 +155,40 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server: Server, 
     invariants(postgres.url)
 
 
+def test_workers_drain_and_exit_when_the_server_process_is_killed(server: Server, postgres):
+    """SIGKILL to `tally serve` alone: its granian workers must not live on as orphans
+    holding the port; they get SIGTERM from the kernel and drain like on a normal stop."""
+    headers = {"Authorization": f"Bearer {server.token()}"}
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        source, sink = _open_accounts(http, headers)
+    port = int(server.base.rsplit(":", 1)[1])
+    parent = psutil.Process(server.proc.pid)
+    workers = poll(lambda: parent.children(recursive=True), 30)
+    with psycopg.connect(postgres.url) as blocker:
+        blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (source,))
+        with ThreadPoolExecutor(2) as pool:
+            in_flight = [
+                pool.submit(
+                    lambda: _transfer(
+                        httpx.Client(base_url=server.base, timeout=30), headers, source, sink
+                    )
+                )
+                for _ in range(2)
+            ]
+            poll(lambda: _waiting_on_lock(postgres.url) >= 1, 10)
+            poll(lambda: _in_flight(server.base) >= 3, 10)
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+            poll(lambda: not _accepts(port), 5)  # the orphaned workers stopped listening
+            assert not [f for f in in_flight if f.done()]
+            blocker.commit()
+            statuses = [f.result(timeout=20).status_code for f in in_flight]
+    assert statuses == [201, 201]  # drained: acknowledged, and written
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, alive
+    invariants(postgres.url)
+
+
 def _waiting_on_lock(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
