@@ -123,6 +123,35 @@ def test_redis_stopped_rate_limits_fall_back(server: Server, valkey):
 
 
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server: Server, postgres):
+    statuses = _stop_under_waiting_transfers(
+        server, postgres, lambda: server.proc.send_signal(signal.SIGTERM)
+    )
+    assert statuses == [201, 201, 201]
+    assert server.proc.wait(timeout=15) == 0  # TALLY_SHUTDOWN_TIMEOUT_SECONDS is 10
+    invariants(postgres.url)
+
+
+def test_workers_drain_and_exit_when_the_server_process_is_killed(server: Server, postgres):
+    """SIGKILL to `tally serve` alone: its granian workers must not live on as orphans
+    holding the port; they get SIGTERM from the kernel and drain like on a normal stop."""
+    parent = psutil.Process(server.proc.pid)
+    workers = poll(lambda: parent.children(recursive=True), 30)
+
+    def kill_the_server_process_only() -> None:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+
+    statuses = _stop_under_waiting_transfers(server, postgres, kill_the_server_process_only)
+    assert statuses == [201, 201, 201]  # drained: acknowledged, and written
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, alive
+    invariants(postgres.url)
+
+
+def _stop_under_waiting_transfers(server: Server, postgres, stop) -> list[int]:
+    """Call `stop` while three transfers wait inside the server on a row lock held
+    here; check that new connections are refused at once and that none of the
+    three was answered before the lock is let go. Returns their statuses."""
     headers = {"Authorization": f"Bearer {server.token()}"}
     with httpx.Client(base_url=server.base, timeout=10) as http:
         source, sink = _open_accounts(http, headers)
@@ -142,51 +171,14 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server: Server, 
             poll(lambda: _waiting_on_lock(postgres.url) >= 1, 10)
             # All three inside the server (the scrape itself is the fourth).
             poll(lambda: _in_flight(server.base) >= 4, 10)
-            server.proc.send_signal(signal.SIGTERM)
+            stop()
             poll(lambda: not _accepts(port), 5)  # new connections refused while draining
             early = [
                 f.result() if not f.exception() else f.exception() for f in in_flight if f.done()
             ]
             assert not early, early
             blocker.commit()  # let the in-flight requests finish
-            statuses = [f.result(timeout=20).status_code for f in in_flight]
-    assert statuses == [201, 201, 201]
-    assert server.proc.wait(timeout=15) == 0  # TALLY_SHUTDOWN_TIMEOUT_SECONDS is 10
-    invariants(postgres.url)
-
-
-def test_workers_drain_and_exit_when_the_server_process_is_killed(server: Server, postgres):
-    """SIGKILL to `tally serve` alone: its granian workers must not live on as orphans
-    holding the port; they get SIGTERM from the kernel and drain like on a normal stop."""
-    headers = {"Authorization": f"Bearer {server.token()}"}
-    with httpx.Client(base_url=server.base, timeout=10) as http:
-        source, sink = _open_accounts(http, headers)
-    port = int(server.base.rsplit(":", 1)[1])
-    parent = psutil.Process(server.proc.pid)
-    workers = poll(lambda: parent.children(recursive=True), 30)
-    with psycopg.connect(postgres.url) as blocker:
-        blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (source,))
-        with ThreadPoolExecutor(2) as pool:
-            in_flight = [
-                pool.submit(
-                    lambda: _transfer(
-                        httpx.Client(base_url=server.base, timeout=30), headers, source, sink
-                    )
-                )
-                for _ in range(2)
-            ]
-            poll(lambda: _waiting_on_lock(postgres.url) >= 1, 10)
-            poll(lambda: _in_flight(server.base) >= 3, 10)
-            server.proc.kill()
-            server.proc.wait(timeout=10)
-            poll(lambda: not _accepts(port), 5)  # the orphaned workers stopped listening
-            assert not [f for f in in_flight if f.done()]
-            blocker.commit()
-            statuses = [f.result(timeout=20).status_code for f in in_flight]
-    assert statuses == [201, 201]  # drained: acknowledged, and written
-    _, alive = psutil.wait_procs(workers, timeout=15)
-    assert not alive, alive
-    invariants(postgres.url)
+            return [f.result(timeout=20).status_code for f in in_flight]
 
 
 def _waiting_on_lock(url: str) -> int:
