@@ -139,7 +139,9 @@ def start_server(
         **secrets_env,
         **extra,
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # Its own metrics directory, under the test's: a server killed outright
+    # cannot remove a temporary one of its own.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{port}")
     log = tmp / f"server-{port}.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"],
