@@ -1,10 +1,12 @@
 """Python CPU per request without an HTTP server: Tally's app called directly.
 
-    python -m benchmarks.http.inprocess [--route get|post] [--concurrency 64]
+    python -m benchmarks.http.inprocess [--route get|post|list] [--concurrency 64]
         [--requests 300] [--repeat 3] [--profile]
 
 Calls `GET /api/accounts/{id}` (or, with `--route post`, `POST
-/api/transfers` with an Idempotency-Key, as `make bench` does) on Tally's
+/api/transfers` with an Idempotency-Key, as `make bench` does; with `--route
+list`, `GET /api/transfers?limit=20&account_id=` after 64,000 transfers made
+through the API, about 13 on each account) on Tally's
 ASGI app (real PostgreSQL and Redis: embedded unless TALLY_DATABASE_URL /
 TALLY_REDIS_URL are set) and `GET` on the bare Starlette baseline of `make
 bench`, from `--concurrency` concurrent callers, and prints the process CPU
@@ -38,7 +40,7 @@ from service.app import create_app
 from service.config import Settings
 
 Call = tuple[str, str, list[tuple[bytes, bytes]], bytes]
-"""One request: method, path, headers, body."""
+"""One request: method, path, headers, body (for a GET: the query string)."""
 
 
 async def _drive(app: Any, make: Callable[[], Call], concurrency: int, each: int,
@@ -47,13 +49,17 @@ async def _drive(app: Any, make: Callable[[], Call], concurrency: int, each: int
         for _ in range(each):
             method, path, headers, body = make()
 
+            query = b""
+            if method == "GET":
+                query, body = body, b""
+
             async def receive(body: bytes = body) -> dict[str, Any]:
                 return {"type": "http.request", "body": body, "more_body": False}
 
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-                "query_string": b"", "root_path": "", "headers": headers,
+                "query_string": query, "root_path": "", "headers": headers,
                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
             }  # fmt: skip
             statuses: list[int] = []
@@ -93,6 +99,12 @@ def _gets(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[
     return lambda: ("GET", random.choice(paths), headers, b"")
 
 
+def _lists(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
+    """A random account's newest transfers, first page (as wrk's list_transfers.lua)."""
+    queries = [f"limit=20&account_id={a}".encode() for a in accounts]
+    return lambda: ("GET", "/api/transfers", headers, random.choice(queries))
+
+
 def _posts(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
     """Transfers between random accounts, each with its own Idempotency-Key (as wrk's)."""
     prefix, sent = uuid.uuid4().hex[:12], itertools.count()
@@ -127,6 +139,9 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
         headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
         if args.route == "post":
             route, make, expect = "POST /api/transfers", _posts(tenant.accounts, headers), 201
+        elif args.route == "list":
+            await _drive(app, _posts(tenant.accounts, headers), 64, 1000, 201)
+            route, make, expect = "GET /api/transfers", _lists(tenant.accounts, headers), 200
         else:
             route, make, expect = "GET /api/accounts/{id}", _gets(tenant.accounts, headers), 200
         tally = await _measure(app, make, args, expect, args.profile)
@@ -138,7 +153,7 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--route", choices=["get", "post"], default="get")
+    parser.add_argument("--route", choices=["get", "post", "list"], default="get")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per caller and run")
     parser.add_argument("--repeat", type=int, default=3)

@@ -252,7 +252,7 @@ async def list_transfers(request: Request, principal: Principal) -> Response:
     reject_unknown_query(request, ("limit", "cursor", "account_id", "status", "from", "to"))
     limit = params.limit(request)
     rows, has_more = await ledger.list_transfers(
-        request.app.state.db,
+        request.app.state.transfer_reader,
         principal.tenant_id,
         limit=limit,
         before=params.cursor(request),

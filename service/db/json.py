@@ -22,9 +22,14 @@ def jsonb(value: Any) -> Jsonb:
 KEY_RECORDS = "json_to_recordset(%s::json) AS k(t uuid, i uuid, n int)"
 
 
+def records(rows: list[dict[str, Any]]) -> str:
+    """Rows for a `json_to_recordset(%s::json)` parameter."""
+    return _encode(rows).decode()
+
+
 def key_records(keys: list[tuple[uuid.UUID, uuid.UUID]]) -> str:
     """(tenant_id, id) pairs as KEY_RECORDS rows; `n` numbers them from 1."""
-    return _encode([{"t": t, "i": i, "n": n} for n, (t, i) in enumerate(keys, 1)]).decode()
+    return records([{"t": t, "i": i, "n": n} for n, (t, i) in enumerate(keys, 1)])
 
 
 async def decode_with_msgspec(conn: psycopg.AsyncConnection) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from service.db.json import KEY_RECORDS, key_records
+from service.db.json import KEY_RECORDS, key_records, records
 
 TRANSFER_COLUMNS = (
     "id", "debit_account_id", "credit_account_id", "amount", "currency", "status",
@@ -173,6 +173,46 @@ async def page(
         params = [*params, account_id, limit, *params, account_id, limit, limit]
     cur = await conn.execute(sql, params)
     return list(await cur.fetchall())
+
+
+# Pages of several accounts' transfers in one statement (see page() for one):
+# per key, its two sides' newest rows below the cursor, merged. The cursor is
+# always bound (the largest uuid when there is none) so that it stays an index
+# condition of both range scans.
+_ACCOUNT_PAGES = f"""
+SELECT k.n, {_T_COLS_QUALIFIED}
+FROM json_to_recordset(%s::json) AS k(n int, t uuid, a uuid, l int, b uuid)
+CROSS JOIN LATERAL (
+    SELECT * FROM (
+        (SELECT * FROM transfers WHERE tenant_id = k.t AND debit_account_id = k.a
+            AND id < k.b ORDER BY id DESC LIMIT k.l)
+        UNION ALL
+        (SELECT * FROM transfers WHERE tenant_id = k.t AND credit_account_id = k.a
+            AND id < k.b ORDER BY id DESC LIMIT k.l)
+    ) u ORDER BY id DESC LIMIT k.l
+) t
+ORDER BY k.n, t.id DESC
+"""
+_NO_CURSOR = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+AccountPage = tuple[uuid.UUID, uuid.UUID, int, uuid.UUID | None]
+"""(tenant_id, account_id, limit, before): one account's page, as page() reads it."""
+
+
+async def account_pages(
+    conn: psycopg.AsyncConnection, pages: list[AccountPage]
+) -> list[list[tuple]]:
+    """For each page, what page(conn, tenant_id, limit=, before=, account_id=) with
+    no other filter returns, in that order, all in one round trip."""
+    keys = [
+        {"n": n, "t": t, "a": a, "l": limit, "b": _NO_CURSOR if before is None else before}
+        for n, (t, a, limit, before) in enumerate(pages)
+    ]
+    cur = await conn.execute(_ACCOUNT_PAGES, (records(keys),))
+    found: list[list[tuple]] = [[] for _ in pages]
+    for n, *row in await cur.fetchall():
+        found[n].append(tuple(row))
+    return found
 
 
 async def due_holds(conn: psycopg.AsyncConnection, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:

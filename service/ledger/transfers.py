@@ -23,6 +23,7 @@ import psycopg
 
 from fastpath import kernel
 from service import metrics
+from service.coalesce import Coalescer
 from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
@@ -459,9 +460,46 @@ async def get_transfer(db: Database, tenant_id: uuid.UUID, transfer_id: uuid.UUI
         return await sql.get(conn, tenant_id, transfer_id)
 
 
+class TransferReader:
+    """Lists transfers. The common page (one account's newest transfers, maybe
+    below a cursor) is read with every other such page asked for meanwhile in
+    one query (see service.coalesce); other filters are a query of their own."""
+
+    def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
+        self.db = db
+        self.pages: Coalescer[sql.AccountPage, list[tuple]] = Coalescer(
+            self._fetch, max_inflight=max_inflight
+        )
+
+    async def _fetch(self, pages: list[sql.AccountPage]) -> list[list[tuple]]:
+        async with self.db.connection() as conn:
+            return await sql.account_pages(conn, pages)
+
+
 async def list_transfers(
-    db: Database, tenant_id: uuid.UUID, *, limit: int, **filters: Any
+    reader: TransferReader,
+    tenant_id: uuid.UUID,
+    *,
+    limit: int,
+    before: uuid.UUID | None,
+    account_id: uuid.UUID | None,
+    status: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
 ) -> tuple[list[tuple], bool]:
-    async with db.connection() as conn:
-        rows = await sql.page(conn, tenant_id, limit=limit + 1, **filters)
+    """One page, newest first, and whether more follow."""
+    if account_id is not None and status is None and created_from is None and created_to is None:
+        rows = await reader.pages.call((tenant_id, account_id, limit + 1, before))
+    else:
+        async with reader.db.connection() as conn:
+            rows = await sql.page(
+                conn,
+                tenant_id,
+                limit=limit + 1,
+                before=before,
+                account_id=account_id,
+                status=status,
+                created_from=created_from,
+                created_to=created_to,
+            )
     return rows[:limit], len(rows) > limit

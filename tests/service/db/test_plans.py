@@ -24,6 +24,7 @@ from tests.conftest import fresh_database
 
 ACCOUNTS = 10_000
 KEYS = 120
+TRANSFERS = 50_000
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,22 @@ async def db(servers):
                 " SELECT %s, gen_random_uuid(), 'a', 'USD' FROM generate_series(1, %s)",
                 (tenant, ACCOUNTS),
             )
+            # Transfers between scattered pairs of accounts, about ten on each.
+            await conn.execute(
+                "WITH a AS (SELECT id, row_number() OVER (ORDER BY id) AS r FROM accounts)"
+                " INSERT INTO transfers (tenant_id, id, debit_account_id, credit_account_id,"
+                " amount, currency, status, posted_amount, debit_balance_after,"
+                " credit_balance_after, created_at, updated_at)"
+                " SELECT %s, gen_random_uuid(), d.id, c.id, 1, 'USD', 'posted', 1, 0, 0,"
+                "  now(), now()"
+                " FROM generate_series(1::bigint, %s) g"
+                " JOIN a d ON d.r = 1 + (g * 7919) %% %s"
+                " JOIN a c ON c.r = 1 + (g * 104729 + 13) %% %s"
+                " WHERE d.id <> c.id",
+                (tenant, TRANSFERS, ACCOUNTS, ACCOUNTS),
+            )
             await conn.execute("ANALYZE accounts")
+            await conn.execute("ANALYZE transfers")
             cur = await conn.execute(
                 "SELECT tenant_id, id FROM accounts ORDER BY id LIMIT %s", (KEYS,)
             )
@@ -86,3 +102,14 @@ async def test_the_batch_write_updates_balances_through_the_primary_key(db):
     text = await plan(database, transfer_sql._WRITE, params)
     update = text[text.index("CTE balances") : text.index("CTE sequences")]
     assert "accounts_pkey" in update and "Seq Scan on accounts" not in update, update
+
+
+async def test_coalesced_account_pages_read_both_sides_through_their_indexes(db):
+    database, keys = db
+    pages = [
+        {"n": n, "t": str(t), "a": str(a), "l": 21, "b": transfer_sql._NO_CURSOR}
+        for n, (t, a) in enumerate(keys)
+    ]
+    text = await plan(database, transfer_sql._ACCOUNT_PAGES, (json.dumps(pages),))
+    assert "transfers_by_debit" in text and "transfers_by_credit" in text, text
+    assert "Seq Scan on transfers" not in text, text
