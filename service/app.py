@@ -25,6 +25,7 @@ from service.db.pool import Database, DatabaseUnavailable
 from service.errors import EXCEPTION_HANDLERS
 from service.ledger import maintenance
 from service.ledger.accounts import AccountReader
+from service.ledger.statements import EntryReader
 from service.ledger.transfers import TransferEngine, TransferReader
 from service.ledger.vault import Vault
 from service.metrics import Telemetry
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.accounts = AccountReader(app.state.db)
     app.state.transfer_reader = TransferReader(app.state.db)
+    app.state.entry_reader = EntryReader(app.state.db)
     masters = (settings.encryption_key, *settings.previous_encryption_keys)
     app.state.tokens = TokenService(settings, app.state.db, masters)
     app.state.vault = Vault(

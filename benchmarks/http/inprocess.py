@@ -1,12 +1,14 @@
 """Python CPU per request without an HTTP server: Tally's app called directly.
 
-    python -m benchmarks.http.inprocess [--route get|post|list] [--concurrency 64]
-        [--requests 300] [--repeat 3] [--profile]
+    python -m benchmarks.http.inprocess [--route get|post|list|entries|balance]
+        [--concurrency 64] [--requests 300] [--repeat 3] [--profile]
 
 Calls `GET /api/accounts/{id}` (or, with `--route post`, `POST
 /api/transfers` with an Idempotency-Key, as `make bench` does; with `--route
-list`, `GET /api/transfers?limit=20&account_id=` after 64,000 transfers made
-through the API, about 13 on each account) on Tally's
+list`, `GET /api/transfers?limit=20&account_id=`, and with `--route entries`,
+`GET /api/accounts/{id}/entries?limit=20`, both after 64,000 transfers made
+through the API, about 13 on each account; with `--route balance`, `GET
+/api/accounts/{id}/balance`) on Tally's
 ASGI app (real PostgreSQL and Redis: embedded unless TALLY_DATABASE_URL /
 TALLY_REDIS_URL are set) and `GET` on the bare Starlette baseline of `make
 bench`, from `--concurrency` concurrent callers, and prints the process CPU
@@ -105,6 +107,14 @@ def _lists(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[
     return lambda: ("GET", "/api/transfers", headers, random.choice(queries))
 
 
+def _account_gets(
+    accounts: list[str], headers: list[tuple[bytes, bytes]], tail: str, query: bytes = b""
+) -> Callable[[], Call]:
+    """GET /api/accounts/{id}/<tail> of a random account."""
+    paths = [f"/api/accounts/{a}/{tail}" for a in accounts]
+    return lambda: ("GET", random.choice(paths), headers, query)
+
+
 def _posts(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
     """Transfers between random accounts, each with its own Idempotency-Key (as wrk's)."""
     prefix, sent = uuid.uuid4().hex[:12], itertools.count()
@@ -139,9 +149,16 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
         headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
         if args.route == "post":
             route, make, expect = "POST /api/transfers", _posts(tenant.accounts, headers), 201
-        elif args.route == "list":
+        elif args.route in ("list", "entries"):
             await _drive(app, _posts(tenant.accounts, headers), 64, 1000, 201)
-            route, make, expect = "GET /api/transfers", _lists(tenant.accounts, headers), 200
+            if args.route == "list":
+                route, make, expect = "GET /api/transfers", _lists(tenant.accounts, headers), 200
+            else:
+                make = _account_gets(tenant.accounts, headers, "entries", b"limit=20")
+                route, expect = "GET .../{id}/entries", 200
+        elif args.route == "balance":
+            make = _account_gets(tenant.accounts, headers, "balance")
+            route, expect = "GET .../{id}/balance", 200
         else:
             route, make, expect = "GET /api/accounts/{id}", _gets(tenant.accounts, headers), 200
         tally = await _measure(app, make, args, expect, args.profile)
@@ -153,7 +170,8 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--route", choices=["get", "post", "list"], default="get")
+    routes = ["get", "post", "list", "entries", "balance"]
+    parser.add_argument("--route", choices=routes, default="get")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per caller and run")
     parser.add_argument("--repeat", type=int, default=3)

@@ -34,7 +34,7 @@ async def list_entries(request: Request, principal: Principal) -> Response:
     account_id = params.path_id(request)
     limit = params.limit(request)
     rows, has_more = await ledger.entries(
-        request.app.state.db,
+        request.app.state.entry_reader,
         principal.tenant_id,
         account_id,
         limit=limit,
@@ -64,7 +64,7 @@ async def get_balance(request: Request, principal: Principal) -> Response:
     account_id = params.path_id(request)
     at = params.timestamp(request, "at")
     posted, pending_debits, pending_credits, instant = await ledger.balance_at(
-        request.app.state.db, principal.tenant_id, account_id, at
+        request.app.state.db, request.app.state.accounts, principal.tenant_id, account_id, at
     )
     return json_response(
         {

@@ -260,6 +260,47 @@ async def entries(
     return list(await cur.fetchall())
 
 
+_ENTRY_COLS = ", ".join(f"e.{c}" for c in ENTRY_COLUMNS)
+# Pages of several accounts' entries in one statement (see entries() for one),
+# with whether each account exists. The cursor is always bound (the largest
+# bigint when there is none) so that it stays an index condition.
+_ENTRY_PAGES = f"""
+SELECT k.n, acc.id IS NOT NULL, {_ENTRY_COLS}
+FROM json_to_recordset(%s::json) AS k(n int, t uuid, a uuid, l int, b bigint)
+LEFT JOIN accounts acc ON acc.tenant_id = k.t AND acc.id = k.a
+LEFT JOIN LATERAL (
+    SELECT * FROM entries WHERE tenant_id = k.t AND account_id = k.a AND id < k.b
+    ORDER BY id DESC LIMIT k.l
+) e ON true
+ORDER BY k.n, e.id DESC
+"""
+_NO_ENTRY_CURSOR = 2**63 - 1
+
+EntryPage = tuple[uuid.UUID, uuid.UUID, int, int | None]
+"""(tenant_id, account_id, limit, before): one account's entries, as entries() reads them."""
+
+
+async def entry_pages(
+    conn: psycopg.AsyncConnection, pages: list[EntryPage]
+) -> list[list[tuple] | None]:
+    """For each page, what entries(conn, tenant_id, account_id, limit=, before=)
+    with no time filter returns, or None when there is no such account; in
+    that order, all in one round trip."""
+    keys = [
+        {"n": n, "t": t, "a": a, "l": limit, "b": _NO_ENTRY_CURSOR if before is None else before}
+        for n, (t, a, limit, before) in enumerate(pages)
+    ]
+    cur = await conn.execute(_ENTRY_PAGES, (records(keys),))
+    found: list[list[tuple] | None] = [None] * len(pages)
+    for n, exists, *row in await cur.fetchall():
+        rows = found[n]
+        if rows is None and exists:
+            rows = found[n] = []
+        if rows is not None and row[0] is not None:  # an account with no entries: none
+            rows.append(tuple(row))
+    return found
+
+
 async def balance_at(
     conn: psycopg.AsyncConnection, tenant_id: uuid.UUID, account_id: uuid.UUID, at: datetime
 ) -> tuple[int, int, int] | None:

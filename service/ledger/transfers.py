@@ -477,29 +477,15 @@ class TransferReader:
 
 
 async def list_transfers(
-    reader: TransferReader,
-    tenant_id: uuid.UUID,
-    *,
-    limit: int,
-    before: uuid.UUID | None,
-    account_id: uuid.UUID | None,
-    status: str | None,
-    created_from: datetime | None,
-    created_to: datetime | None,
+    reader: TransferReader, tenant_id: uuid.UUID, *, limit: int, **filters: Any
 ) -> tuple[list[tuple], bool]:
-    """One page, newest first, and whether more follow."""
-    if account_id is not None and status is None and created_from is None and created_to is None:
-        rows = await reader.pages.call((tenant_id, account_id, limit + 1, before))
+    """One page, newest first, and whether more follow; `filters` are those of
+    db.transfers.page (before, account_id, status, created_from, created_to)."""
+    others = (filters["status"], filters["created_from"], filters["created_to"])
+    if filters["account_id"] is not None and others == (None, None, None):
+        page = (tenant_id, filters["account_id"], limit + 1, filters["before"])
+        rows = await reader.pages.call(page)
     else:
         async with reader.db.connection() as conn:
-            rows = await sql.page(
-                conn,
-                tenant_id,
-                limit=limit + 1,
-                before=before,
-                account_id=account_id,
-                status=status,
-                created_from=created_from,
-                created_to=created_to,
-            )
+            rows = await sql.page(conn, tenant_id, limit=limit + 1, **filters)
     return rows[:limit], len(rows) > limit

@@ -55,8 +55,16 @@ async def db(servers):
                 " WHERE d.id <> c.id",
                 (tenant, TRANSFERS, ACCOUNTS, ACCOUNTS),
             )
+            await conn.execute(
+                "INSERT INTO entries (tenant_id, account_id, transfer_id, kind, amount,"
+                " pending_amount, posted_after, pending_debits_after, pending_credits_after,"
+                " created_at)"
+                " SELECT tenant_id, debit_account_id, id, 'posted', -1, 0, 0, 0, 0, now()"
+                " FROM transfers"
+            )
             await conn.execute("ANALYZE accounts")
             await conn.execute("ANALYZE transfers")
+            await conn.execute("ANALYZE entries")
             cur = await conn.execute(
                 "SELECT tenant_id, id FROM accounts ORDER BY id LIMIT %s", (KEYS,)
             )
@@ -104,12 +112,23 @@ async def test_the_batch_write_updates_balances_through_the_primary_key(db):
     assert "accounts_pkey" in update and "Seq Scan on accounts" not in update, update
 
 
+def pages(keys, cursor) -> tuple[str]:
+    """A coalesced page of 21 rows for each account, below `cursor`."""
+    return (json.dumps([
+        {"n": n, "t": str(t), "a": str(a), "l": 21, "b": cursor} for n, (t, a) in enumerate(keys)
+    ]),)  # fmt: skip
+
+
 async def test_coalesced_account_pages_read_both_sides_through_their_indexes(db):
     database, keys = db
-    pages = [
-        {"n": n, "t": str(t), "a": str(a), "l": 21, "b": transfer_sql._NO_CURSOR}
-        for n, (t, a) in enumerate(keys)
-    ]
-    text = await plan(database, transfer_sql._ACCOUNT_PAGES, (json.dumps(pages),))
+    text = await plan(database, transfer_sql._ACCOUNT_PAGES, pages(keys, transfer_sql._NO_CURSOR))
     assert "transfers_by_debit" in text and "transfers_by_credit" in text, text
     assert "Seq Scan on transfers" not in text, text
+
+
+async def test_coalesced_statement_pages_read_through_the_account_index(db):
+    database, keys = db
+    cursor = transfer_sql._NO_ENTRY_CURSOR
+    text = await plan(database, transfer_sql._ENTRY_PAGES, pages(keys, cursor))
+    assert "entries_by_account" in text and "accounts_pkey" in text, text
+    assert "Seq Scan on entries" not in text and "Seq Scan on accounts" not in text, text
