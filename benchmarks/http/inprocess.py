@@ -1,13 +1,14 @@
 """Python CPU per request without an HTTP server: Tally's app called directly.
 
-    python -m benchmarks.http.inprocess [--route get|post|list|entries|balance]
+    python -m benchmarks.http.inprocess [--route get|post|list|entries|balance|transfer]
         [--concurrency 64] [--requests 300] [--repeat 3] [--profile]
 
 Calls `GET /api/accounts/{id}` (or, with `--route post`, `POST
 /api/transfers` with an Idempotency-Key, as `make bench` does; with `--route
 list`, `GET /api/transfers?limit=20&account_id=`, and with `--route entries`,
-`GET /api/accounts/{id}/entries?limit=20`, both after 64,000 transfers made
-through the API, about 13 on each account; with `--route balance`, `GET
+`GET /api/accounts/{id}/entries?limit=20`, and with `--route transfer`, `GET
+/api/transfers/{id}`, all three after 64,000 transfers made through the
+API, about 13 on each account; with `--route balance`, `GET
 /api/accounts/{id}/balance`) on Tally's
 ASGI app (real PostgreSQL and Redis: embedded unless TALLY_DATABASE_URL /
 TALLY_REDIS_URL are set) and `GET` on the bare Starlette baseline of `make
@@ -149,13 +150,22 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
         headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
         if args.route == "post":
             route, make, expect = "POST /api/transfers", _posts(tenant.accounts, headers), 201
-        elif args.route in ("list", "entries"):
+        elif args.route in ("list", "entries", "transfer"):
             await _drive(app, _posts(tenant.accounts, headers), 64, 1000, 201)
             if args.route == "list":
                 route, make, expect = "GET /api/transfers", _lists(tenant.accounts, headers), 200
-            else:
+            elif args.route == "entries":
                 make = _account_gets(tenant.accounts, headers, "entries", b"limit=20")
                 route, expect = "GET .../{id}/entries", 200
+            else:
+                async with app.state.db.connection() as conn:
+                    cur = await conn.execute("SELECT id FROM transfers LIMIT 20000")
+                    paths = [f"/api/transfers/{row[0]}" for row in await cur.fetchall()]
+                route, expect = "GET /api/transfers/{id}", 200
+
+                def make() -> Call:
+                    return "GET", random.choice(paths), headers, b""
+
         elif args.route == "balance":
             make = _account_gets(tenant.accounts, headers, "balance")
             route, expect = "GET .../{id}/balance", 200
@@ -170,7 +180,7 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    routes = ["get", "post", "list", "entries", "balance"]
+    routes = ["get", "post", "list", "entries", "balance", "transfer"]
     parser.add_argument("--route", choices=routes, default="get")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per caller and run")

@@ -242,7 +242,9 @@ async def void_transfer(request: Request, principal: Principal) -> Response:
 
 async def get_transfer(request: Request, principal: Principal) -> Response:
     transfer_id = params.path_id(request)
-    row = await ledger.get_transfer(request.app.state.db, principal.tenant_id, transfer_id)
+    row = await ledger.get_transfer(
+        request.app.state.transfer_reader, principal.tenant_id, transfer_id
+    )
     if row is None:
         raise not_found("transfer")
     return json_response({"data": ledger.transfer_dict(row)})

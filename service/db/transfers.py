@@ -123,14 +123,20 @@ async def write_batch(
     await conn.execute(_WRITE, {"ts": ts, **{k: v.decode() for k, v in tables.items()}})
 
 
-async def get(
-    conn: psycopg.AsyncConnection, tenant_id: uuid.UUID, transfer_id: uuid.UUID
-) -> tuple | None:
-    cur = await conn.execute(
-        f"SELECT {_T_COLS} FROM transfers WHERE tenant_id = %s AND id = %s",
-        (tenant_id, transfer_id),
-    )
-    return await cur.fetchone()
+_GET_MANY = f"SELECT k.n, {_T_COLS_QUALIFIED} FROM {KEY_RECORDS}" + (
+    " JOIN transfers t ON t.tenant_id = k.t AND t.id = k.i"
+)
+
+
+async def get_many(
+    conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
+) -> list[tuple | None]:
+    """The transfers named by (tenant_id, id), in that order (None: no such)."""
+    cur = await conn.execute(_GET_MANY, (key_records(keys),))
+    rows: list[tuple | None] = [None] * len(keys)
+    for n, *row in await cur.fetchall():
+        rows[n - 1] = tuple(row)
+    return rows
 
 
 async def page(

@@ -455,25 +455,34 @@ class _Writes:
         })  # fmt: skip
 
 
-async def get_transfer(db: Database, tenant_id: uuid.UUID, transfer_id: uuid.UUID) -> tuple | None:
-    async with db.connection() as conn:
-        return await sql.get(conn, tenant_id, transfer_id)
-
-
 class TransferReader:
-    """Lists transfers. The common page (one account's newest transfers, maybe
-    below a cursor) is read with every other such page asked for meanwhile in
-    one query (see service.coalesce); other filters are a query of their own."""
+    """Reads transfers. Reads by id, and the common page (one account's newest
+    transfers, maybe below a cursor), are each read with every other such
+    read asked for meanwhile in one query (see service.coalesce); pages with
+    other filters are a query of their own."""
 
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
+        self.reads: Coalescer[tuple[uuid.UUID, uuid.UUID], tuple | None] = Coalescer(
+            self._fetch_rows, max_inflight=max_inflight
+        )
         self.pages: Coalescer[sql.AccountPage, list[tuple]] = Coalescer(
-            self._fetch, max_inflight=max_inflight
+            self._fetch_pages, max_inflight=max_inflight
         )
 
-    async def _fetch(self, pages: list[sql.AccountPage]) -> list[list[tuple]]:
+    async def _fetch_rows(self, keys: list[tuple[uuid.UUID, uuid.UUID]]) -> list[tuple | None]:
+        async with self.db.connection() as conn:
+            return await sql.get_many(conn, keys)
+
+    async def _fetch_pages(self, pages: list[sql.AccountPage]) -> list[list[tuple]]:
         async with self.db.connection() as conn:
             return await sql.account_pages(conn, pages)
+
+
+async def get_transfer(
+    reader: TransferReader, tenant_id: uuid.UUID, transfer_id: uuid.UUID
+) -> tuple | None:
+    return await reader.reads.call((tenant_id, transfer_id))
 
 
 async def list_transfers(

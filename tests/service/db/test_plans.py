@@ -112,6 +112,12 @@ async def test_the_batch_write_updates_balances_through_the_primary_key(db):
     assert "accounts_pkey" in update and "Seq Scan on accounts" not in update, update
 
 
+async def test_coalesced_transfer_reads_use_the_primary_key(db):
+    database, keys = db
+    text = await plan(database, transfer_sql._GET_MANY, records(keys))
+    assert "transfers_pkey" in text and "Seq Scan on transfers" not in text, text
+
+
 def pages(keys, cursor) -> tuple[str]:
     """A coalesced page of 21 rows for each account, below `cursor`."""
     return (json.dumps([

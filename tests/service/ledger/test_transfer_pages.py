@@ -67,3 +67,25 @@ async def test_listing_by_account_alone_is_coalesced_and_other_filters_are_not(a
     )
     assert len(rows) == 2 and more is False
     assert reader.pages.round_trips == trips + 1
+
+
+async def test_concurrent_reads_by_id_share_one_query_and_keep_tenants_apart(
+    app, client, tenant, other_tenant
+):
+    _w, a, b = await funded(client, tenant)
+    mine = [uuid.UUID((await moved(client, tenant, a, b, i + 1))["id"]) for i in range(3)]
+    ow, oa, _ob = await funded(client, other_tenant)
+    theirs = uuid.UUID((await moved(client, other_tenant, oa, ow, 1))["id"])
+    asks = [
+        *((tenant.tenant_id, t) for t in mine),
+        (tenant.tenant_id, mine[0]),  # the same transfer twice
+        (other_tenant.tenant_id, theirs),
+        (tenant.tenant_id, theirs),  # another tenant's transfer: none
+        (tenant.tenant_id, uuid.uuid4()),  # no such transfer
+    ]
+    reader = app.state.transfer_reader
+    trips = reader.reads.round_trips
+    rows = await asyncio.gather(*(ledger.get_transfer(reader, t, i) for t, i in asks))
+    assert reader.reads.round_trips == trips + 1
+    assert [None if r is None else r[0] for r in rows] == [*mine, mine[0], theirs, None, None]
+    assert rows[0][1:3] == (uuid.UUID(a), uuid.UUID(b)) and rows[0][3] == 1
