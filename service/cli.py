@@ -444,7 +444,9 @@ def dev() -> None:
         apply_migrations(db_url)
         creds = _with_db_url(db_url, lambda db: _ensure_dev_client(db, settings.data_dir))
         _print_banner(settings, creds)
-        # The webhook dispatcher runs beside the server, as `tally worker` would.
+        # The webhook dispatcher runs beside the server, as `tally worker` would,
+        # and like the server's workers stops if this process is killed outright.
+        os.environ[orphans.SERVER_PID_ENV] = str(os.getpid())
         worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"])
         try:
             _serve(settings)

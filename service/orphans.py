@@ -1,13 +1,14 @@
-"""Granian's workers must not outlive the `tally serve` process that started them.
+"""Child processes must not outlive the `tally serve` / `tally dev` process that
+started them.
 
 When that process is killed outright (SIGKILL, the OOM killer), nothing
 stops its granian workers: they keep the port and go on serving, and the
-next `tally serve` on that port cannot bind it. So each worker asks the
+next `tally serve` on that port cannot bind it (the webhook worker that
+`tally dev` starts would likewise run on). So each such child asks the
 kernel (Linux's `PR_SET_PDEATHSIG`) for a SIGTERM when its parent dies, and
-SIGTERM is granian's graceful stop: in-flight requests finish, queued
-transfers commit, then the worker exits. Elsewhere this is a no-op; a
-supervisor that stops the whole process group (systemd, a container
-runtime) covers it there.
+SIGTERM is their graceful stop: in-flight requests finish, queued transfers
+commit, then the process exits. Elsewhere this is a no-op; a supervisor that
+stops the whole process group (systemd, a container runtime) covers it there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import sys
 
 SERVER_PID_ENV = "TALLY_SERVER_PID"
-"""Set by `tally serve` before granian starts its workers: the parent they follow."""
+"""Set by `tally serve` and `tally dev` before they start children: the parent to follow."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,7 +28,7 @@ log = logging.getLogger("tally.server")
 
 
 def exit_with_server() -> bool:
-    """In a worker of `tally serve`: SIGTERM this process when the server dies.
+    """In a child of `tally serve` or `tally dev`: SIGTERM this process when it dies.
 
     Returns whether this worker follows the server (False outside such a
     worker). If the server is already gone, the SIGTERM comes at once.
@@ -39,6 +40,7 @@ def exit_with_server() -> bool:
     if os.getppid() != server:
         if _exists(server):  # started by something else: the kernel would follow that
             return False
+        log.warning("the server process %d is gone: stopping", server)
         os.kill(os.getpid(), signal.SIGTERM)
         return True
     libc = ctypes.CDLL(None, use_errno=True)
@@ -46,6 +48,7 @@ def exit_with_server() -> bool:
         log.warning("cannot follow the server process: %s", os.strerror(ctypes.get_errno()))
         return False
     if os.getppid() != server:  # it died before the request took effect
+        log.warning("the server process %d is gone: stopping", server)
         os.kill(os.getpid(), signal.SIGTERM)
     return True
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from service import crypto, metrics
+from service import crypto, metrics, orphans
 from service.config import Settings
 from service.db import webhooks as sql
 from service.db.pool import Database, DatabaseUnavailable
@@ -267,6 +267,8 @@ async def run_worker(settings: Settings, tenants: list[uuid.UUID] | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Started by `tally dev`: stop (as on SIGTERM) if it is killed outright.
+    orphans.exit_with_server()
     dispatcher = Dispatcher(db, vault, settings, tenants=tenants)
     scope = f"{len(tenants)} tenant(s)" if tenants else "all tenants"
     log.info("webhook worker started (%s)", scope)

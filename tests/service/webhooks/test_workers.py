@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from starlette.applications import Starlette
 
@@ -32,8 +33,10 @@ from tests.service.webhooks.test_dispatcher import (
 
 
 def start_worker(
-    settings: Settings, tenant: Tenant, repo_root: Path, log: Path
+    settings: Settings, tenant: Tenant, repo_root: Path, log: Path, launcher: list[str] = ()
 ) -> subprocess.Popen:
+    """`tally worker` for `tenant`; with a `launcher`, run by that command (which runs
+    the worker command given as its arguments) instead of directly."""
     env = {
         **os.environ,
         "TALLY_ENV": "test",
@@ -48,7 +51,15 @@ def start_worker(
     }
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--tenant", str(tenant.tenant_id)],
+            [
+                *launcher,
+                sys.executable,
+                "-m",
+                "service.cli",
+                "worker",
+                "--tenant",
+                str(tenant.tenant_id),
+            ],
             cwd=repo_root,
             env=env,
             stdout=out,
@@ -100,6 +111,40 @@ async def test_worker_killed_mid_delivery_loses_nothing(
     assert receiver.sequences() == [1, *range(1, 9)]
     rows = await deliveries(api, owner, created["id"])
     assert [d["attempt_count"] for d in rows] == [1] * 8
+
+
+# Stands in for `tally dev`: names itself the server, starts the worker, waits.
+_DEV = (
+    "import os, subprocess, sys, time;"
+    " os.environ['TALLY_SERVER_PID'] = str(os.getpid());"
+    " subprocess.Popen(sys.argv[1:]); time.sleep(120)"
+)
+
+
+async def test_a_worker_started_by_dev_stops_when_dev_is_killed(
+    owner: Tenant, settings: Settings, repo_root: Path, tmp_path: Path
+):
+    log = tmp_path / "worker.log"
+    dev = start_worker(settings, owner, repo_root, log, [sys.executable, "-c", _DEV])
+    worker: psutil.Process | None = None
+
+    async def started() -> bool:
+        return "webhook worker started" in log.read_text()
+
+    try:
+        await eventually(started, timeout=30, what="the worker to start")
+        (worker,) = psutil.Process(dev.pid).children()
+        dev.kill()
+        dev.wait(10)
+        _, alive = await asyncio.to_thread(psutil.wait_procs, [worker], 20)
+        assert not alive, log.read_text()
+    finally:
+        dev.kill()
+        dev.wait(10)
+        if worker is not None and worker.is_running():
+            worker.kill()
+    text = log.read_text()
+    assert "webhook worker stopped" in text, text  # a graceful stop, not a kill
 
 
 async def test_two_workers_deliver_each_acknowledged_event_once(
