@@ -9,7 +9,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from fastpath.codec import ACCOUNT_COLUMNS
-from service.db.json import KEY_RECORDS, key_records
+from service.db.json import KEY_RECORDS, rows_by_key
 
 _COLUMNS = ", ".join(ACCOUNT_COLUMNS)
 _INSERT = (
@@ -75,11 +75,7 @@ async def get_many(
     conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> list[tuple | None]:
     """The rows of the accounts named by (tenant_id, id), in that order (None: no such)."""
-    cur = await conn.execute(_GET_MANY, (key_records(keys),))
-    rows: list[tuple | None] = [None] * len(keys)
-    for n, *row in await cur.fetchall():
-        rows[n - 1] = tuple(row)
-    return rows
+    return await rows_by_key(conn, _GET_MANY, keys)
 
 
 async def page(

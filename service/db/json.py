@@ -27,6 +27,18 @@ def records(rows: list[dict[str, Any]]) -> str:
     return _encode(rows).decode()
 
 
+async def rows_by_key(
+    conn: psycopg.AsyncConnection, query: str, keys: list[tuple[uuid.UUID, uuid.UUID]]
+) -> list[tuple | None]:
+    """Run `query` (it joins KEY_RECORDS and selects k.n first) for `keys`: the
+    row of each key, in the keys' order (None: no such row)."""
+    cur = await conn.execute(query, (key_records(keys),))
+    rows: list[tuple | None] = [None] * len(keys)
+    for n, *row in await cur.fetchall():
+        rows[n - 1] = tuple(row)
+    return rows
+
+
 def key_records(keys: list[tuple[uuid.UUID, uuid.UUID]]) -> str:
     """(tenant_id, id) pairs as KEY_RECORDS rows; `n` numbers them from 1."""
     return records([{"t": t, "i": i, "n": n} for n, (t, i) in enumerate(keys, 1)])

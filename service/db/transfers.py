@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from service.db.json import KEY_RECORDS, key_records, records
+from service.db.json import KEY_RECORDS, key_records, records, rows_by_key
 
 TRANSFER_COLUMNS = (
     "id", "debit_account_id", "credit_account_id", "amount", "currency", "status",
@@ -132,11 +132,7 @@ async def get_many(
     conn: psycopg.AsyncConnection, keys: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> list[tuple | None]:
     """The transfers named by (tenant_id, id), in that order (None: no such)."""
-    cur = await conn.execute(_GET_MANY, (key_records(keys),))
-    rows: list[tuple | None] = [None] * len(keys)
-    for n, *row in await cur.fetchall():
-        rows[n - 1] = tuple(row)
-    return rows
+    return await rows_by_key(conn, _GET_MANY, keys)
 
 
 async def page(
