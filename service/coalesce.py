@@ -13,6 +13,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+# Pages (lists) of up to MAX_COALESCED_PAGE items are coalesced, at most this many
+# in one query: a round trip's rows are parsed in one go, holding the event
+# loop meanwhile, so a batch of large pages would stall every other request.
+MAX_COALESCED_PAGE = 100
+MAX_PAGES_PER_QUERY = 64
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

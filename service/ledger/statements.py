@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from service.coalesce import Coalescer
+from service.coalesce import MAX_COALESCED_PAGE, MAX_PAGES_PER_QUERY, Coalescer
 from service.db import accounts as account_sql
 from service.db import transfers as sql
 from service.db.pool import Database
@@ -15,13 +15,14 @@ from service.ledger.errors import NotFound
 
 class EntryReader:
     """Reads statements. The common page (one account's newest entries, maybe
-    below a cursor) is read with every other such page asked for meanwhile in
-    one query (see service.coalesce); a time filter is a query of its own."""
+    below a cursor, up to MAX_COALESCED_PAGE) is read with every other such
+    page asked for meanwhile in one query (see service.coalesce); other pages
+    are a query of their own."""
 
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
         self.pages: Coalescer[sql.EntryPage, list[tuple] | None] = Coalescer(
-            self._fetch, max_inflight=max_inflight
+            self._fetch, max_size=MAX_PAGES_PER_QUERY, max_inflight=max_inflight
         )
 
     async def _fetch(self, pages: list[sql.EntryPage]) -> list[list[tuple] | None]:
@@ -40,7 +41,7 @@ async def entries(
     created_to: datetime | None,
 ) -> tuple[list[tuple], bool]:
     """One page of an account's entries, newest first, and whether more follow."""
-    if created_from is None and created_to is None:
+    if created_from is None and created_to is None and limit <= MAX_COALESCED_PAGE:
         found = await reader.pages.call((tenant_id, account_id, limit + 1, before))
         if found is None:
             raise NotFound("account")

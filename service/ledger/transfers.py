@@ -23,7 +23,7 @@ import psycopg
 
 from fastpath import kernel
 from service import metrics
-from service.coalesce import Coalescer
+from service.coalesce import MAX_COALESCED_PAGE, MAX_PAGES_PER_QUERY, Coalescer
 from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
@@ -457,9 +457,9 @@ class _Writes:
 
 class TransferReader:
     """Reads transfers. Reads by id, and the common page (one account's newest
-    transfers, maybe below a cursor), are each read with every other such
-    read asked for meanwhile in one query (see service.coalesce); pages with
-    other filters are a query of their own."""
+    transfers, maybe below a cursor, up to MAX_COALESCED_PAGE), are each read
+    with every other such read asked for meanwhile in one query (see
+    service.coalesce); other pages are a query of their own."""
 
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
@@ -467,7 +467,7 @@ class TransferReader:
             self._fetch_rows, max_inflight=max_inflight
         )
         self.pages: Coalescer[sql.AccountPage, list[tuple]] = Coalescer(
-            self._fetch_pages, max_inflight=max_inflight
+            self._fetch_pages, max_size=MAX_PAGES_PER_QUERY, max_inflight=max_inflight
         )
 
     async def _fetch_rows(self, keys: list[tuple[uuid.UUID, uuid.UUID]]) -> list[tuple | None]:
@@ -491,7 +491,8 @@ async def list_transfers(
     """One page, newest first, and whether more follow; `filters` are those of
     db.transfers.page (before, account_id, status, created_from, created_to)."""
     others = (filters["status"], filters["created_from"], filters["created_to"])
-    if filters["account_id"] is not None and others == (None, None, None):
+    small = limit <= MAX_COALESCED_PAGE
+    if filters["account_id"] is not None and others == (None, None, None) and small:
         page = (tenant_id, filters["account_id"], limit + 1, filters["before"])
         rows = await reader.pages.call(page)
     else:

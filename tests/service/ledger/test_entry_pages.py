@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from service.coalesce import MAX_COALESCED_PAGE
 from service.db import transfers as sql
 from service.ledger import statements as ledger
 from service.ledger.errors import NotFound
@@ -70,6 +71,12 @@ async def test_statements_by_page_are_coalesced_and_time_filters_are_not(app, cl
         created_from=None, created_to=rows[0][-1],
     )  # fmt: skip
     assert len(rows) == 1 and more is False  # the funding entry, before the newest
+    assert reader.pages.round_trips == trips + 1
+    rows, more = await ledger.entries(
+        reader, tenant.tenant_id, uuid.UUID(a), limit=MAX_COALESCED_PAGE + 1, before=None,
+        **NO_TIME,
+    )  # fmt: skip
+    assert len(rows) == 2 and more is False  # a large page is read alone
     assert reader.pages.round_trips == trips + 1
     with pytest.raises(NotFound):
         await ledger.entries(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from service.coalesce import MAX_COALESCED_PAGE
 from service.db import transfers as sql
 from service.ledger import transfers as ledger
 from tests.service.api.helpers import open_account
@@ -65,6 +66,13 @@ async def test_listing_by_account_alone_is_coalesced_and_other_filters_are_not(a
         account_id=uuid.UUID(a),
         **{**NO_FILTER, "status": "posted"},
     )
+    assert len(rows) == 2 and more is False
+    assert reader.pages.round_trips == trips + 1
+    # A large page is read alone: a round trip's rows are parsed in one go.
+    rows, more = await ledger.list_transfers(
+        reader, tenant.tenant_id, limit=MAX_COALESCED_PAGE + 1, before=None,
+        account_id=uuid.UUID(a), **NO_FILTER,
+    )  # fmt: skip
     assert len(rows) == 2 and more is False
     assert reader.pages.round_trips == trips + 1
 
