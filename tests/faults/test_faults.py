@@ -13,13 +13,19 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import psutil
 import psycopg
 
-from tests.faults.conftest import Server, invariants, make_client, poll, start_server
+from tests.faults.conftest import (
+    Server,
+    invariants,
+    kill_tree,
+    make_client,
+    poll,
+    start_server,
+)
 
 
 def _open_accounts(http: httpx.Client, headers: dict[str, str], n: int = 2) -> list[str]:
@@ -229,16 +235,15 @@ def test_sigkill_during_group_commits_loses_no_acknowledged_transfer(
                 if r.status_code == 201:
                     acknowledged.append(r.json()["data"]["id"])
 
-    everything = _process_tree(server.proc.pid)
+    parent = psutil.Process(server.proc.pid)
+    poll(lambda: len(parent.children(recursive=True)) >= 2, 30)  # both workers up
     with ThreadPoolExecutor(16) as pool:
         loaders = [pool.submit(load, w) for w in range(16)]
         poll(lambda: len(acknowledged) >= 300, 60)
-        for proc in everything:  # the whole server at once, mid-batch
-            proc.send_signal(signal.SIGKILL)
+        kill_tree(server.proc)  # the whole server at once, mid-batch
         stop_load.set()
         for f in loaders:
             f.result(timeout=30)
-    server.proc.wait(timeout=10)
     assert len(acknowledged) >= 300
 
     again = start_server(postgres, valkey, secrets_env, tmp_path)
@@ -258,9 +263,3 @@ def test_sigkill_during_group_commits_loses_no_acknowledged_transfer(
     finally:
         again.proc.send_signal(signal.SIGTERM)
         again.proc.wait(timeout=30)
-
-
-def _process_tree(pid: int) -> list[Any]:
-    parent = psutil.Process(pid)
-    poll(lambda: len(parent.children(recursive=True)) >= 2, 30)
-    return [parent, *parent.children(recursive=True)]
