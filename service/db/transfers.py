@@ -206,15 +206,20 @@ async def account_pages(
 ) -> list[list[tuple]]:
     """For each page, what page(conn, tenant_id, limit=, before=, account_id=) with
     no other filter returns, in that order, all in one round trip."""
-    keys = [
-        {"n": n, "t": t, "a": a, "l": limit, "b": _NO_CURSOR if before is None else before}
-        for n, (t, a, limit, before) in enumerate(pages)
-    ]
-    cur = await conn.execute(_ACCOUNT_PAGES, (records(keys),))
+    cur = await conn.execute(_ACCOUNT_PAGES, (_page_records(pages, _NO_CURSOR),))
     found: list[list[tuple]] = [[] for _ in pages]
     for n, *row in await cur.fetchall():
         found[n].append(tuple(row))
     return found
+
+
+def _page_records(pages: list[tuple[uuid.UUID, uuid.UUID, int, Any]], no_cursor: Any) -> str:
+    """(tenant_id, account_id, limit, before) pages as the k(n, t, a, l, b) records of
+    the page statements; `no_cursor` (above every id) stands for no `before`."""
+    return records([
+        {"n": n, "t": t, "a": a, "l": limit, "b": no_cursor if before is None else before}
+        for n, (t, a, limit, before) in enumerate(pages)
+    ])  # fmt: skip
 
 
 async def due_holds(conn: psycopg.AsyncConnection, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
@@ -288,11 +293,7 @@ async def entry_pages(
     """For each page, what entries(conn, tenant_id, account_id, limit=, before=)
     with no time filter returns, or None when there is no such account; in
     that order, all in one round trip."""
-    keys = [
-        {"n": n, "t": t, "a": a, "l": limit, "b": _NO_ENTRY_CURSOR if before is None else before}
-        for n, (t, a, limit, before) in enumerate(pages)
-    ]
-    cur = await conn.execute(_ENTRY_PAGES, (records(keys),))
+    cur = await conn.execute(_ENTRY_PAGES, (_page_records(pages, _NO_ENTRY_CURSOR),))
     found: list[list[tuple] | None] = [None] * len(pages)
     for n, exists, *row in await cur.fetchall():
         rows = found[n]
