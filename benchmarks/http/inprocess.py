@@ -97,23 +97,17 @@ async def _measure(app: Any, make: Callable[[], Call], args: argparse.Namespace,
     return best
 
 
-def _gets(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
-    paths = [f"/api/accounts/{a}" for a in accounts]
-    return lambda: ("GET", random.choice(paths), headers, b"")
+def _gets(
+    paths: list[str], headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> Callable[[], Call]:
+    """GET of a random one of `paths`."""
+    return lambda: ("GET", random.choice(paths), headers, query)
 
 
 def _lists(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
     """A random account's newest transfers, first page (as wrk's list_transfers.lua)."""
     queries = [f"limit=20&account_id={a}".encode() for a in accounts]
     return lambda: ("GET", "/api/transfers", headers, random.choice(queries))
-
-
-def _account_gets(
-    accounts: list[str], headers: list[tuple[bytes, bytes]], tail: str, query: bytes = b""
-) -> Callable[[], Call]:
-    """GET /api/accounts/{id}/<tail> of a random account."""
-    paths = [f"/api/accounts/{a}/{tail}" for a in accounts]
-    return lambda: ("GET", random.choice(paths), headers, query)
 
 
 def _posts(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[[], Call]:
@@ -135,7 +129,8 @@ def _posts(accounts: list[str], headers: list[tuple[bytes, bytes]]) -> Callable[
 
 async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> None:
     (tenant,) = stack.setup_tenant(database_url, 10_000, rate_limit=10**9, burst=10**9)
-    bare = await _measure(bare_starlette(), _gets(tenant.accounts, [(b"host", b"bench")]), args)
+    accounts = [f"/api/accounts/{a}" for a in tenant.accounts]
+    bare = await _measure(bare_starlette(), _gets(accounts, [(b"host", b"bench")]), args)
     settings = Settings.from_env({
         "TALLY_ENV": "test", "TALLY_DATABASE_URL": database_url, "TALLY_REDIS_URL": redis_url,
         "TALLY_JWT_SECRET": os.urandom(32).hex(),
@@ -155,22 +150,19 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> N
             if args.route == "list":
                 route, make, expect = "GET /api/transfers", _lists(tenant.accounts, headers), 200
             elif args.route == "entries":
-                make = _account_gets(tenant.accounts, headers, "entries", b"limit=20")
+                make = _gets([f"{a}/entries" for a in accounts], headers, b"limit=20")
                 route, expect = "GET .../{id}/entries", 200
             else:
                 async with app.state.db.connection() as conn:
                     cur = await conn.execute("SELECT id FROM transfers LIMIT 20000")
                     paths = [f"/api/transfers/{row[0]}" for row in await cur.fetchall()]
-                route, expect = "GET /api/transfers/{id}", 200
-
-                def make() -> Call:
-                    return "GET", random.choice(paths), headers, b""
+                route, make, expect = "GET /api/transfers/{id}", _gets(paths, headers), 200
 
         elif args.route == "balance":
-            make = _account_gets(tenant.accounts, headers, "balance")
+            make = _gets([f"{a}/balance" for a in accounts], headers)
             route, expect = "GET .../{id}/balance", 200
         else:
-            route, make, expect = "GET /api/accounts/{id}", _gets(tenant.accounts, headers), 200
+            route, make, expect = "GET /api/accounts/{id}", _gets(accounts, headers), 200
         tally = await _measure(app, make, args, expect, args.profile)
     print(f"{args.concurrency} concurrent callers, best of {args.repeat} x "
           f"{args.concurrency * args.requests} requests:")  # fmt: skip
