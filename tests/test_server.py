@@ -216,6 +216,74 @@ def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
         assert stop(proc, signal.SIGINT) == 0
 
 
+def _processes_in(where: Path) -> list:
+    """Live processes running in `where` or with it on their command line (the
+    embedded postgres and valkey-server of a data directory)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
+        places = [*(process.info["cmdline"] or ()), process.info["cwd"] or ""]
+        if process.info["status"] != psutil.STATUS_ZOMBIE and any(
+            str(where) in place for place in places
+        ):
+            found.append(process)
+    return found
+
+
+def test_make_run_after_kill_9_takes_over_what_the_crash_left(repo_root, outside_basetemp):
+    """`tally dev` killed outright, then started again: same data and credentials,
+    its embedded servers taken over (not a second Valkey), nothing left after Ctrl-C."""
+    data_dir = outside_basetemp / "dot-tally"
+    try:
+        _crash_and_restart(repo_root, data_dir)
+        assert not (data_dir / "pg" / "postmaster.pid").exists()
+        assert _processes_in(data_dir) == []
+    finally:  # a failure must not leave them running either
+        for process in _processes_in(data_dir):
+            process.kill()
+
+
+def _crash_and_restart(repo_root: Path, data_dir: Path) -> None:
+    import psutil
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, creds = run_dev(repo_root, data_dir, port)
+    try:
+        wait_healthy(base, proc)
+        valkey = psutil.Process(int((data_dir / "valkey" / "valkey.pid").read_text()))
+    finally:
+        proc.kill()
+        proc.wait()
+    # Its granian worker follows it out (PR_SET_PDEATHSIG) and frees the port...
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the killed server's port stayed open")
+    # ...but its databases are still running: the case under test.
+    assert valkey.is_running() and (data_dir / "pg" / "postmaster.pid").exists()
+
+    proc, again = run_dev(repo_root, data_dir, port)
+    try:
+        wait_healthy(base, proc)
+        assert again == creds
+        r = httpx.post(
+            f"{base}/api/auth/token",
+            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
+        )
+        assert r.status_code == 200, r.text
+        assert not valkey.is_running() or valkey.status() == psutil.STATUS_ZOMBIE
+        valkeys = [p for p in _processes_in(data_dir) if "valkey" in p.name()]
+        assert len(valkeys) == 1, valkeys
+    finally:
+        assert stop(proc, signal.SIGINT) == 0
+
+
 def test_serves_https_with_a_trustme_certificate(database_url, redis_url, repo_root, tmp_path):
     import ssl
 
