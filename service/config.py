@@ -80,6 +80,9 @@ class Settings:
     webhook_concurrency: int = 32
     webhook_poll_seconds: float = 0.5
     webhook_lease_seconds: float = 60.0
+    # Delivered or given-up deliveries are deleted this long after they were
+    # created (0: kept for ever).
+    webhook_delivery_retention_seconds: int = 30 * 24 * 3600
     # Operations (see docs/operations.md).
     log_format: str = "json"
     metrics_token: str = ""
@@ -187,6 +190,13 @@ def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, 
     if lease <= timeout:
         # A lease shorter than an attempt would hand a live delivery to another worker.
         raise ConfigError("TALLY_WEBHOOK_LEASE_SECONDS must exceed TALLY_WEBHOOK_TIMEOUT_SECONDS")
+    retention = _int(
+        env, "TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS", d.webhook_delivery_retention_seconds
+    )
+    if 0 < retention < 3600:
+        raise ConfigError(
+            "TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS must be 0 (keep them) or at least 3600"
+        )
     return {
         "webhook_timeout_seconds": timeout,
         "webhook_retry_schedule": _schedule(env, "TALLY_WEBHOOK_RETRY_SCHEDULE"),
@@ -202,6 +212,7 @@ def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, 
         ),
         "webhook_poll_seconds": _float(env, "TALLY_WEBHOOK_POLL_SECONDS", d.webhook_poll_seconds),
         "webhook_lease_seconds": lease,
+        "webhook_delivery_retention_seconds": retention,
     }
 
 

@@ -194,6 +194,37 @@ async def fan_out(
     return int(row[0]), int(row[1])
 
 
+# Retention: settled deliveries (delivered or given up) older than the
+# retention, oldest first, a bounded number per statement. Pending ones are
+# never deleted, and the endpoints' fan-out cursors do not depend on these
+# rows, so a deleted delivery is never made again. The cutoff uses now(), not
+# the volatile clock_timestamp(), so that it bounds the index scan; the rows
+# are deleted by ctid (a TID scan, not a join against the whole table).
+_PURGE = f"""
+DELETE FROM webhook_deliveries WHERE ctid = ANY(ARRAY(
+    SELECT e.ctid FROM webhook_deliveries e
+    WHERE e.status <> 'pending'
+      AND e.created_at < now() - make_interval(secs => %(retention)s)
+      AND {_TENANTS}
+    ORDER BY e.created_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
+"""
+
+
+async def purge_deliveries(
+    conn: psycopg.AsyncConnection,
+    tenants: list[uuid.UUID] | None,
+    retention_seconds: float,
+    limit: int,
+) -> int:
+    """Delete up to `limit` settled deliveries older than the retention; how many."""
+    cur = await conn.execute(
+        _PURGE, {"tenants": tenants, "retention": retention_seconds, "limit": limit}
+    )
+    return cur.rowcount
+
+
 # Claim: each enabled endpoint whose circuit lets it through offers only its
 # head (its lowest pending sequence), so an endpoint's events go out one at a
 # time in sequence order. The head is locked with SKIP LOCKED (two workers

@@ -13,7 +13,10 @@ finishes) it
    slot for at most one timeout and never delays the other endpoints;
 4. records the outcome under the lease: delivered, retry later (backoff with
    jitter), or given up (the endpoint becomes `failing`), and feeds the
-   endpoint's circuit breaker (see policy.py).
+   endpoint's circuit breaker (see policy.py);
+5. every PURGE_EVERY seconds, deletes settled deliveries older than
+   TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS, PURGE_BATCH at a time (one batch
+   a pass while more remain, so deliveries never wait on a long purge).
 
 Several workers may run at once. A worker that dies leaves its claims leased
 until `locked_until`; then they are due again and another worker retries
@@ -46,6 +49,8 @@ log = logging.getLogger("tally.webhooks")
 
 USER_AGENT = "Tally-Webhooks/1"
 _ERROR_LENGTH = 300
+PURGE_EVERY = 300.0
+PURGE_BATCH = 5000
 
 
 class Dispatcher:
@@ -70,6 +75,8 @@ class Dispatcher:
         self.concurrency = settings.webhook_concurrency
         self.poll = settings.webhook_poll_seconds
         self.lease_seconds = settings.webhook_lease_seconds
+        self.retention = settings.webhook_delivery_retention_seconds
+        self._next_purge = 0.0  # the first pass purges
         # Only these tenants' endpoints (None: all of them).
         self.tenants = list(tenants) if tenants else None
         self.resolver = resolver
@@ -119,6 +126,10 @@ class Dispatcher:
                     task = asyncio.create_task(self._deliver(row, lease))
                     self._inflight.add(task)
                     task.add_done_callback(self._done)
+            if time.monotonic() >= self._next_purge:
+                purged = await self.purge()
+                more = purged == PURGE_BATCH
+                self._next_purge = time.monotonic() + (0.0 if more else PURGE_EVERY)
         except DatabaseUnavailable as exc:
             if not self._db_down:
                 log.error("webhook dispatcher: database unavailable: %s", exc)
@@ -129,6 +140,15 @@ class Dispatcher:
             log.warning("webhook dispatcher: database reachable again")
         self.stats["fanned_out"] += created
         return bool(created or claimed)
+
+    async def purge(self) -> int:
+        """Delete up to PURGE_BATCH settled deliveries past the retention (0: none)."""
+        if not self.retention:
+            return 0
+        async with self.db.connection() as conn:
+            purged = await sql.purge_deliveries(conn, self.tenants, self.retention, PURGE_BATCH)
+        self.stats["purged"] += purged
+        return purged
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

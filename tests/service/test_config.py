@@ -54,6 +54,16 @@ def test_values_are_read_and_validated():
     assert (s.jwt_algorithm, s.previous_encryption_keys) == ("HS256", ())
 
 
+@pytest.mark.parametrize(
+    "raw, kept", [(None, 30 * 24 * 3600), ("0", 0), ("3600", 3600), ("604800", 604800)]
+)
+def test_webhook_delivery_retention(raw, kept):
+    env = {"TALLY_JWT_SECRET": JWT, "TALLY_ENCRYPTION_KEY": KEY}
+    if raw is not None:
+        env["TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS"] = raw
+    assert Settings.from_env(env).webhook_delivery_retention_seconds == kept
+
+
 def test_master_key_rotation_settings():
     old = [secrets.token_bytes(32) for _ in range(2)]
     s = Settings.from_env(
@@ -82,6 +92,9 @@ def test_master_key_rotation_settings():
         ({"TALLY_JWT_ALGORITHM": "none"}, "HS256 or EdDSA"),
         ({"TALLY_JWT_ALGORITHM": "RS256"}, "HS256 or EdDSA"),
         ({"TALLY_PREVIOUS_ENCRYPTION_KEYS": "abc"}, "TALLY_PREVIOUS_ENCRYPTION_KEYS"),
+        ({"TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS": "60"}, "0 \\(keep them\\) or at least"),
+        ({"TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS": "-1"}, "RETENTION_SECONDS"),
+        ({"TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS": "a week"}, "RETENTION_SECONDS"),
     ],
 )
 def test_bad_values_are_refused(changes, message):

@@ -18,6 +18,7 @@ import pytest
 
 from service.db import accounts as account_sql
 from service.db import transfers as transfer_sql
+from service.db import webhooks as webhook_sql
 from service.db.json import key_records
 from service.db.pool import Database
 from tests.conftest import fresh_database
@@ -138,3 +139,34 @@ async def test_coalesced_statement_pages_read_through_the_account_index(db):
     text = await plan(database, transfer_sql._ENTRY_PAGES, pages(keys, cursor))
     assert "entries_by_account" in text and "accounts_pkey" in text, text
     assert "Seq Scan on entries" not in text and "Seq Scan on accounts" not in text, text
+
+
+async def test_purging_old_deliveries_reads_the_settled_index(db):
+    """50,000 settled deliveries over 60 days: the retention purge takes the oldest
+    through webhook_deliveries_settled, not by reading them all every pass."""
+    database, keys = db
+    tenant = keys[0][0]
+    endpoint = uuid.uuid4()
+    async with database.connection() as conn:
+        await conn.execute(
+            "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, secret,"
+            " fanned_out_seq) VALUES (%s, %s, 'https://example.com/', '{*}', '\\x00', 0)",
+            (tenant, endpoint),
+        )
+        await conn.execute(
+            "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, sequence,"
+            " event_type, status, created_at)"
+            " SELECT %s, gen_random_uuid(), %s, gen_random_uuid(), g, 'account.created',"
+            "  CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'delivered' END,"
+            "  now() - make_interval(secs => (50000 - g) * 100)"
+            " FROM generate_series(1, 50000) g",
+            (tenant, endpoint),
+        )
+        await conn.execute("ANALYZE webhook_deliveries")
+    params = {"tenants": None, "retention": 59 * 24 * 3600, "limit": 5000}
+    text = await plan(database, webhook_sql._PURGE, params)
+    assert "webhook_deliveries_settled" in text, text
+    # The cutoff bounds the index scan (a volatile clock would only filter it,
+    # reading every settled delivery whenever fewer than `limit` are due).
+    assert "Index Cond: (created_at <" in text, text
+    assert "Seq Scan on webhook_deliveries" not in text, text
