@@ -77,6 +77,15 @@ async def decode_body(request: Request, kind: type[T]) -> T:
     return decode_json(body, kind)
 
 
+async def decode_optional_body(request: Request, kind: type[T]) -> T:
+    """Like decode_body, but an empty body means `kind()` (all its defaults)."""
+    raw = await request.body()
+    if not raw.strip():
+        return kind()
+    require_json(request)
+    return decode_json(raw, kind)
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
     try:
         value = _decoder(kind).decode(body)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from fastpath import kernel
 from service.api import params
-from service.api.decoding import decode_json, require_json
+from service.api.decoding import decode_json, decode_optional_body, require_json
 from service.api.routing import (
     Endpoint,
     QueryParam,
@@ -218,24 +218,16 @@ async def create_batch(request: Request, principal: Principal) -> Response:
     return await _submit(request, principal, body, ops, render, atomic=body.atomic)
 
 
-async def _optional_body(request: Request, kind: type) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return kind()
-    require_json(request)
-    return decode_json(raw, kind)
-
-
 async def post_transfer(request: Request, principal: Principal) -> Response:
     transfer_id = params.path_id(request)
-    body = await _optional_body(request, PostPending)
+    body = await decode_optional_body(request, PostPending)
     op = Settle(transfer_id, kernel.POST, body.amount)
     return await _submit(request, principal, body, [op], _render_one(200))
 
 
 async def void_transfer(request: Request, principal: Principal) -> Response:
     transfer_id = params.path_id(request)
-    body = await _optional_body(request, VoidPending)
+    body = await decode_optional_body(request, VoidPending)
     op = Settle(transfer_id, kernel.VOID)
     return await _submit(request, principal, body, [op], _render_one(200))
 

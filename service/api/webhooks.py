@@ -1,5 +1,5 @@
-"""Webhook endpoints: register (the secret is shown once), list, read, change, delete,
-and each endpoint's deliveries with their attempt history."""
+"""Webhook endpoints: register (the secret is shown once), list, read, change, rotate
+the signing secret, delete, and each endpoint's deliveries with their attempt history."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api import params
-from service.api.decoding import decode_body
+from service.api.decoding import decode_body, decode_optional_body
 from service.api.routing import (
     Endpoint,
     QueryParam,
@@ -24,6 +24,7 @@ from service.errors import ApiError, not_found, validation_error
 from service.webhooks import endpoints
 from service.webhooks.schemas import (
     DeliveryPage,
+    SecretRotation,
     WebhookCreate,
     WebhookCreatedEnvelope,
     WebhookEnvelope,
@@ -94,6 +95,20 @@ async def patch_webhook(request: Request, principal: Principal) -> Response:
     except UnsafeUrl as exc:
         raise _unsafe(exc) from None
     return json_response({"data": _render(request, row)})
+
+
+async def rotate_webhook_secret(request: Request, principal: Principal) -> Response:
+    endpoint_id = params.path_id(request)
+    body = await decode_optional_body(request, SecretRotation)
+    state = request.app.state
+    try:
+        row, secret = await endpoints.rotate_secret(
+            state.db, state.vault, principal.tenant_id, endpoint_id,
+            body.previous_secret_ttl_seconds,
+        )  # fmt: skip
+    except endpoints.EndpointNotFound:
+        raise not_found(_WHAT) from None
+    return json_response({"data": {**_render(request, row), "secret": secret}})
 
 
 async def delete_webhook(request: Request, principal: Principal) -> Response:
@@ -169,6 +184,17 @@ ENDPOINTS = [
         scope=scopes.WEBHOOKS_MANAGE,
         body=WebhookPatch,
         response=WebhookEnvelope,
+        errors=(400, 401, 403, 404, 413, 415, 422),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "POST",
+        "/api/webhooks/{id}/rotate-secret",
+        rotate_webhook_secret,
+        "Replace the signing secret (shown once); the old one also signs for a grace period",
+        scope=scopes.WEBHOOKS_MANAGE,
+        body=SecretRotation,
+        response=WebhookCreatedEnvelope,
         errors=(400, 401, 403, 404, 413, 415, 422),
         tag="webhooks",
     ),

@@ -12,7 +12,7 @@ from service.db.json import jsonb
 
 ENDPOINT_COLUMNS = (
     "id, url, description, event_types, status, consecutive_failures, circuit_open_until, "
-    "created_at, updated_at"
+    "created_at, updated_at, previous_secret_expires_at"
 )
 DELIVERY_COLUMNS = (
     "id, event_id, event_type, sequence, status, attempt_count, attempts, next_attempt_at, "
@@ -96,6 +96,32 @@ async def update_endpoint(
         """,
         {**changes, "tenant": tenant_id, "id": endpoint_id},
     )
+    return await cur.fetchone()
+
+
+async def rotate_secret(
+    conn: psycopg.AsyncConnection,
+    tenant_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    sealed_secret: bytes,
+    keep_previous_seconds: int,
+) -> tuple[Any, ...] | None:
+    """Make `sealed_secret` the signing secret; the replaced one also signs for
+    `keep_previous_seconds` (0: not at all). An earlier previous secret is dropped."""
+    cur = await conn.execute(
+        f"""
+        UPDATE webhook_endpoints SET
+            previous_secret = CASE WHEN %(keep)s > 0 THEN secret END,
+            previous_secret_expires_at = CASE WHEN %(keep)s > 0
+                THEN clock_timestamp() + make_interval(secs => %(keep)s) END,
+            secret = %(sealed)s,
+            updated_at = clock_timestamp()
+        WHERE tenant_id = %(tenant)s AND id = %(id)s
+        RETURNING {ENDPOINT_COLUMNS}
+        """,
+        {"keep": keep_previous_seconds, "sealed": sealed_secret, "tenant": tenant_id,
+         "id": endpoint_id},
+    )  # fmt: skip
     return await cur.fetchone()
 
 
@@ -225,6 +251,20 @@ async def purge_deliveries(
     return cur.rowcount
 
 
+async def forget_expired_secrets(
+    conn: psycopg.AsyncConnection, tenants: list[uuid.UUID] | None
+) -> int:
+    """Erase rotated-out secrets whose grace period is over; how many."""
+    cur = await conn.execute(
+        f"""
+        UPDATE webhook_endpoints e SET previous_secret = NULL, previous_secret_expires_at = NULL
+        WHERE e.previous_secret_expires_at <= now() AND {_TENANTS}
+        """,
+        {"tenants": tenants},
+    )
+    return cur.rowcount
+
+
 # Claim: each enabled endpoint whose circuit lets it through offers only its
 # head (its lowest pending sequence), so an endpoint's events go out one at a
 # time in sequence order. The head is locked with SKIP LOCKED (two workers
@@ -259,6 +299,7 @@ WHERE d.tenant_id = c.tenant_id AND d.id = c.id
   AND e.tenant_id = d.tenant_id AND e.id = d.endpoint_id
   AND ev.tenant_id = d.tenant_id AND ev.id = d.event_id
 RETURNING d.tenant_id, d.id, d.endpoint_id, d.attempt_count, e.url, e.secret,
+    CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
     ev.id, ev.sequence, ev.type, ev.created_at, ev.data::text
 """
 

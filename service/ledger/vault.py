@@ -29,7 +29,12 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 WEBHOOK_SECRET_AAD = b"webhook-secret:"
 # Sealed columns other than account holders, re-sealed after a rotation like
 # them: (table, column, AAD prefix); rows are keyed (tenant_id, id).
-SEALED_COLUMNS = (("webhook_endpoints", "secret", WEBHOOK_SECRET_AAD),)
+SEALED_COLUMNS = (
+    ("webhook_endpoints", "secret", WEBHOOK_SECRET_AAD),
+    # After a signing-secret rotation, the replaced secret, in its grace period
+    # (same binding: it is the endpoint's too).
+    ("webhook_endpoints", "previous_secret", WEBHOOK_SECRET_AAD),
+)
 
 
 def _aad(tenant_id: uuid.UUID, account_id: uuid.UUID) -> bytes:

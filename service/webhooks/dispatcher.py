@@ -14,7 +14,8 @@ finishes) it
 4. records the outcome under the lease: delivered, retry later (backoff with
    jitter), or given up (the endpoint becomes `failing`), and feeds the
    endpoint's circuit breaker (see policy.py);
-5. every PURGE_EVERY seconds, deletes settled deliveries older than
+5. every PURGE_EVERY seconds, erases rotated-out signing secrets whose grace
+   period is over, and deletes settled deliveries older than
    TALLY_WEBHOOK_DELIVERY_RETENTION_SECONDS, PURGE_BATCH at a time (one batch
    a pass while more remain, so deliveries never wait on a long purge).
 
@@ -142,10 +143,13 @@ class Dispatcher:
         return bool(created or claimed)
 
     async def purge(self) -> int:
-        """Delete up to PURGE_BATCH settled deliveries past the retention (0: none)."""
-        if not self.retention:
-            return 0
+        """Erase rotated-out secrets past their grace period, and delete up to
+        PURGE_BATCH settled deliveries past the retention (0: none); returns how
+        many deliveries."""
         async with self.db.connection() as conn:
+            await sql.forget_expired_secrets(conn, self.tenants)
+            if not self.retention:
+                return 0
             purged = await sql.purge_deliveries(conn, self.tenants, self.retention, PURGE_BATCH)
         self.stats["purged"] += purged
         return purged
@@ -164,7 +168,7 @@ class Dispatcher:
                 waiter.cancel()
 
     async def _deliver(self, row: tuple[Any, ...], lease: uuid.UUID) -> None:
-        (tenant_id, delivery_id, endpoint_id, attempt_count, url, sealed,
+        (tenant_id, delivery_id, endpoint_id, attempt_count, url, sealed, sealed_previous,
          event_id, sequence, kind, created_at, data) = row  # fmt: skip
         attempt = attempt_count + 1
         at = datetime.now(UTC)
@@ -173,11 +177,16 @@ class Dispatcher:
         error: str | None = None
         try:
             secret = await endpoints.open_secret(self.vault, tenant_id, endpoint_id, bytes(sealed))
+            previous = None
+            if sealed_previous is not None:  # a rotation's grace period: sign with both
+                previous = await endpoints.open_secret(
+                    self.vault, tenant_id, endpoint_id, bytes(sealed_previous)
+                )
             body = payload.event_body(event_id, sequence, kind, created_at, data)
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": USER_AGENT,
-                signing.HEADER: signing.header(secret, body),
+                signing.HEADER: signing.header(secret, body, previous=previous),
                 "Tally-Event-Id": str(event_id),
                 "Tally-Event-Type": kind,
                 "Tally-Delivery-Id": str(delivery_id),

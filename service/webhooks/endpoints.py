@@ -1,7 +1,11 @@
-"""Webhook endpoints: register (SSRF-checked, secret sealed), read, change, delete.
+"""Webhook endpoints: register (SSRF-checked, secret sealed), read, change, rotate
+the signing secret, delete.
 
 The signing secret is sealed under the data key ring, bound to its tenant and
-endpoint id, and shown to the client once, in the answer to the registration.
+endpoint id, and shown to the client once, in the answer to the registration
+(or to the rotation that made it). After a rotation the replaced secret goes on
+signing deliveries, beside the new one, for a grace period, so that a receiver
+can switch secrets without refusing a delivery.
 """
 
 from __future__ import annotations
@@ -121,6 +125,24 @@ async def update(
     return row
 
 
+async def rotate_secret(
+    db: Database,
+    vault: Vault,
+    tenant_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    keep_previous_seconds: int,
+) -> tuple[tuple[Any, ...], str]:
+    """(the endpoint's row, its new signing secret); the old one signs too for
+    `keep_previous_seconds`."""
+    secret = signing.new_secret()
+    sealed = await seal_secret(vault, tenant_id, endpoint_id, secret)
+    async with db.connection() as conn:
+        row = await sql.rotate_secret(conn, tenant_id, endpoint_id, sealed, keep_previous_seconds)
+    if row is None:
+        raise EndpointNotFound
+    return row, secret
+
+
 async def delete(db: Database, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> None:
     async with db.connection() as conn:
         if not await sql.delete_endpoint(conn, tenant_id, endpoint_id):
@@ -130,7 +152,7 @@ async def delete(db: Database, tenant_id: uuid.UUID, endpoint_id: uuid.UUID) -> 
 def to_dict(row: tuple[Any, ...], threshold: int, now: datetime | None = None) -> dict[str, Any]:
     """The API representation of a row of db.webhooks.ENDPOINT_COLUMNS."""
     (endpoint_id, url, description, event_types, status, failures, open_until,
-     created_at, updated_at) = row  # fmt: skip
+     created_at, updated_at, previous_until) = row  # fmt: skip
     current = now or datetime.now(UTC)
     return {
         "id": str(endpoint_id),
@@ -145,6 +167,9 @@ def to_dict(row: tuple[Any, ...], threshold: int, now: datetime | None = None) -
         },
         "created_at": created_at,
         "updated_at": updated_at,
+        "previous_secret_expires_at": (
+            previous_until if previous_until is not None and previous_until > current else None
+        ),
     }
 
 

@@ -88,6 +88,22 @@ class WebhookPatch(Strict, omit_defaults=True):
     status: Literal["enabled", "paused"] | msgspec.UnsetType = msgspec.UNSET
 
 
+PREVIOUS_SECRET_TTL = 24 * 3600
+MAX_PREVIOUS_SECRET_TTL = 7 * 24 * 3600
+
+
+class SecretRotation(Strict):
+    previous_secret_ttl_seconds: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=MAX_PREVIOUS_SECRET_TTL,
+            description="how long the replaced secret goes on signing deliveries beside"
+            " the new one (0: stop at once); the body may be left out (24 hours)",
+        ),
+    ] = PREVIOUS_SECRET_TTL
+
+
 class Circuit(Struct):
     state: Literal["closed", "open", "half_open"]
     consecutive_failures: int
@@ -103,6 +119,13 @@ class WebhookEndpoint(Struct):
     circuit: Circuit
     created_at: datetime
     updated_at: datetime
+    previous_secret_expires_at: Annotated[
+        datetime | None,
+        Meta(
+            description="after a secret rotation: until then, deliveries are signed with"
+            " the replaced secret too (a second v1 in Tally-Signature)"
+        ),
+    ]
 
 
 class WebhookEndpointWithSecret(Struct):
@@ -114,7 +137,16 @@ class WebhookEndpointWithSecret(Struct):
     circuit: Circuit
     created_at: datetime
     updated_at: datetime
-    secret: Annotated[str, Meta(description="the signing secret; shown only here, once")]
+    previous_secret_expires_at: Annotated[
+        datetime | None,
+        Meta(
+            description="after a secret rotation: until then, deliveries are signed with"
+            " the replaced secret too (a second v1 in Tally-Signature)"
+        ),
+    ]
+    secret: Annotated[
+        str, Meta(description="the signing secret; shown only here (and after a rotation), once")
+    ]
 
 
 class WebhookEnvelope(Struct):

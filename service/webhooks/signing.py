@@ -30,10 +30,16 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def header(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The Tally-Signature value for `body`, signed now (or at `timestamp`)."""
+def header(
+    secret: str, body: bytes, timestamp: int | None = None, previous: str | None = None
+) -> str:
+    """The Tally-Signature value for `body`, signed now (or at `timestamp`); with
+    `previous` (a rotated-out secret still in its grace period), a second v1."""
     t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={signature(secret, t, body)}"
+    value = f"t={t},v1={signature(secret, t, body)}"
+    if previous is not None:
+        value += f",v1={signature(previous, t, body)}"
+    return value
 
 
 def verify(
