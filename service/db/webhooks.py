@@ -107,11 +107,19 @@ async def rotate_secret(
     keep_previous_seconds: int,
 ) -> tuple[Any, ...] | None:
     """Make `sealed_secret` the signing secret; the replaced one also signs for
-    `keep_previous_seconds` (0: not at all). An earlier previous secret is dropped."""
+    `keep_previous_seconds` (0: not at all, and neither does any earlier one).
+
+    Rotated again within a grace period, the secret from before the first
+    rotation is the one kept (the one receivers may still hold) and the
+    intermediate one is dropped: a rotation retried because its answer was
+    lost must not lock out a receiver that never saw that answer."""
     cur = await conn.execute(
         f"""
         UPDATE webhook_endpoints SET
-            previous_secret = CASE WHEN %(keep)s > 0 THEN secret END,
+            previous_secret = CASE WHEN %(keep)s > 0 THEN
+                CASE WHEN previous_secret_expires_at > clock_timestamp()
+                    THEN previous_secret ELSE secret END
+            END,
             previous_secret_expires_at = CASE WHEN %(keep)s > 0
                 THEN clock_timestamp() + make_interval(secs => %(keep)s) END,
             secret = %(sealed)s,

@@ -219,18 +219,38 @@ async def test_after_the_grace_period_only_the_new_secret_signs_and_the_old_is_e
     assert previous is None and until is None
 
 
-async def test_a_second_rotation_ends_the_first_ones_grace_period(
+async def test_rotating_again_in_the_grace_period_keeps_the_original_secret_signing(
     api, owner, receiver, run_dispatcher
 ):
+    """A client whose rotation answer was lost retries it: the receiver still holds
+    the original secret, so that one (not the never-seen intermediate) keeps signing."""
     created = await register(api, owner, receiver.url)
-    second = await rotate(api, owner, created["id"])
-    third = await rotate(api, owner, created["id"])
+    lost = await rotate(api, owner, created["id"])
+    retried = await rotate(api, owner, created["id"], {"previous_secret_ttl_seconds": 3600})
+    assert retried["previous_secret_expires_at"] < lost["previous_secret_expires_at"]
     await open_accounts(api, owner, 1)
     async with run_dispatcher(owner):
         await eventually(all_delivered(api, owner, created["id"], 1))
     body, header = last_signature(receiver)
     assert len(signatures(header)) == 2
-    assert signing.verify(third["secret"], body, header)
-    assert signing.verify(second["secret"], body, header)
+    assert signing.verify(retried["secret"], body, header)
+    assert signing.verify(created["secret"], body, header)
+    with pytest.raises(signing.InvalidSignature):
+        signing.verify(lost["secret"], body, header)
+
+
+async def test_rotating_with_no_grace_period_drops_every_earlier_secret(
+    api, owner, receiver, run_dispatcher
+):
+    created = await register(api, owner, receiver.url)
+    await rotate(api, owner, created["id"])
+    final = await rotate(api, owner, created["id"], {"previous_secret_ttl_seconds": 0})
+    assert final["previous_secret_expires_at"] is None
+    await open_accounts(api, owner, 1)
+    async with run_dispatcher(owner):
+        await eventually(all_delivered(api, owner, created["id"], 1))
+    body, header = last_signature(receiver)
+    assert len(signatures(header)) == 1
+    assert signing.verify(final["secret"], body, header)
     with pytest.raises(signing.InvalidSignature):
         signing.verify(created["secret"], body, header)
