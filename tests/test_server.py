@@ -163,6 +163,17 @@ def run_dev(repo_root: Path, data_dir: Path, port: int) -> tuple[subprocess.Pope
     return proc, read_banner(proc, log)
 
 
+def dev_token(base: str, creds: dict[str, str]) -> str:
+    """An access token for the dev client `tally dev` printed."""
+    r = httpx.post(
+        f"{base}/api/auth/token",
+        json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
+    )
+    assert r.status_code == 200, r.text
+    token: str = r.json()["access_token"]
+    return token
+
+
 @pytest.fixture
 def outside_basetemp():
     # The embedded PostgreSQL runs as its own user; pytest's basetemp is 0700.
@@ -179,12 +190,7 @@ def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
     proc, creds = run_dev(repo_root, data_dir, port)
     try:
         wait_healthy(base, proc)
-        r = httpx.post(
-            f"{base}/api/auth/token",
-            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
-        )
-        assert r.status_code == 200, r.text
-        token = r.json()["access_token"]
+        token = dev_token(base, creds)
         r = httpx.post(
             f"{base}/api/accounts",
             json={"name": "Wallet", "currency": "USD"},
@@ -203,13 +209,9 @@ def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
     try:
         wait_healthy(base, proc)
         assert again == creds
-        token = httpx.post(
-            f"{base}/api/auth/token",
-            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
-        ).json()
         r = httpx.get(
             f"{base}/api/accounts/{account_id}",
-            headers={"Authorization": f"Bearer {token['access_token']}"},
+            headers={"Authorization": f"Bearer {dev_token(base, creds)}"},
         )
         assert r.status_code == 200 and json.loads(r.text)["data"]["name"] == "Wallet"
     finally:
@@ -272,11 +274,7 @@ def _crash_and_restart(repo_root: Path, data_dir: Path) -> None:
     try:
         wait_healthy(base, proc)
         assert again == creds
-        r = httpx.post(
-            f"{base}/api/auth/token",
-            json={"client_id": creds["client_id"], "client_secret": creds["secret"]},
-        )
-        assert r.status_code == 200, r.text
+        assert dev_token(base, creds)
         assert not valkey.is_running() or valkey.status() == psutil.STATUS_ZOMBIE
         valkeys = [p for p in _processes_in(data_dir) if "valkey" in p.name()]
         assert len(valkeys) == 1, valkeys
