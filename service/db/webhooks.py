@@ -232,17 +232,18 @@ async def fan_out(
 # retention, oldest first, a bounded number per statement. Pending ones are
 # never deleted, and the endpoints' fan-out cursors do not depend on these
 # rows, so a deleted delivery is never made again. The cutoff uses now(), not
-# the volatile clock_timestamp(), so that it bounds the index scan; the rows
-# are deleted by ctid (a TID scan, not a join against the whole table).
+# the volatile clock_timestamp(), so that it bounds the index scan.
 _PURGE = f"""
-DELETE FROM webhook_deliveries WHERE ctid = ANY(ARRAY(
-    SELECT e.ctid FROM webhook_deliveries e
+DELETE FROM webhook_deliveries d
+USING (
+    SELECT e.tenant_id, e.id FROM webhook_deliveries e
     WHERE e.status <> 'pending'
       AND e.created_at < now() - make_interval(secs => %(retention)s)
       AND {_TENANTS}
     ORDER BY e.created_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-))
+) old
+WHERE d.tenant_id = old.tenant_id AND d.id = old.id
 """
 
 

@@ -142,8 +142,9 @@ async def test_coalesced_statement_pages_read_through_the_account_index(db):
 
 
 async def test_purging_old_deliveries_reads_the_settled_index(db):
-    """50,000 settled deliveries over 60 days: the retention purge takes the oldest
-    through webhook_deliveries_settled, not by reading them all every pass."""
+    """200,000 settled deliveries over 23 days: the retention purge takes the oldest
+    through webhook_deliveries_settled and deletes them through the primary key,
+    not by reading them all every pass."""
     database, keys = db
     tenant = keys[0][0]
     endpoint = uuid.uuid4()
@@ -158,15 +159,16 @@ async def test_purging_old_deliveries_reads_the_settled_index(db):
             " event_type, status, created_at)"
             " SELECT %s, gen_random_uuid(), %s, gen_random_uuid(), g, 'account.created',"
             "  CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'delivered' END,"
-            "  now() - make_interval(secs => (50000 - g) * 100)"
-            " FROM generate_series(1, 50000) g",
+            "  now() - make_interval(secs => (200000 - g) * 10)"
+            " FROM generate_series(1, 200000) g",
             (tenant, endpoint),
         )
         await conn.execute("ANALYZE webhook_deliveries")
-    params = {"tenants": None, "retention": 59 * 24 * 3600, "limit": 5000}
+    params = {"tenants": None, "retention": 22 * 24 * 3600, "limit": 5000}
     text = await plan(database, webhook_sql._PURGE, params)
     assert "webhook_deliveries_settled" in text, text
     # The cutoff bounds the index scan (a volatile clock would only filter it,
     # reading every settled delivery whenever fewer than `limit` are due).
     assert "Index Cond: (created_at <" in text, text
+    assert "webhook_deliveries_pkey" in text, text
     assert "Seq Scan on webhook_deliveries" not in text, text
