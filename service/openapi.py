@@ -82,7 +82,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         op["parameters"] = parameters
     if ep.body is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": ep.body_required,
             "content": {"application/json": {"schema": _ref(ep.body)}},
         }
     ok: dict[str, Any] = {"description": "Success"}

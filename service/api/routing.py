@@ -38,6 +38,8 @@ class Endpoint:
     summary: str
     scope: str | None = None  # None: no bearer token needed
     body: type | None = None
+    # False: the body may be left out (the handler reads it with decode_optional_body).
+    body_required: bool = True
     response: type | None = None
     status: int = 200
     query: tuple[QueryParam, ...] = ()

@@ -194,6 +194,7 @@ ENDPOINTS = [
         "Replace the signing secret (shown once); the old one also signs for a grace period",
         scope=scopes.WEBHOOKS_MANAGE,
         body=SecretRotation,
+        body_required=False,
         response=WebhookCreatedEnvelope,
         errors=(400, 401, 403, 404, 413, 415, 422),
         tag="webhooks",

@@ -38,3 +38,19 @@ async def test_protected_operations_declare_scope_and_errors(client):
     )
     assert schema["properties"]["currency"]["pattern"] == "^[A-Z][A-Z0-9_]{2,11}$"
     assert schema["additionalProperties"] is False
+
+
+async def test_optional_bodies_are_documented_as_optional(client):
+    """Posting or voiding a hold and rotating a webhook secret take an empty body
+    (all defaults); every other body is required."""
+    doc = (await client.get("/openapi.json")).json()
+    optional = set()
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            if "requestBody" in op and not op["requestBody"]["required"]:
+                optional.add(f"{method.upper()} {path}")
+    assert optional == {
+        "POST /api/transfers/{id}/post",
+        "POST /api/transfers/{id}/void",
+        "POST /api/webhooks/{id}/rotate-secret",
+    }
