@@ -9,8 +9,8 @@ Both value classes are measured here, side by side, in the same run.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +27,10 @@ IDENTIFIERS: dict[str, Callable[[], int]] = {
 
 
 @pytest.fixture(params=list(IDENTIFIERS), ids=list(IDENTIFIERS))
-def request_metrics(request: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, tempfile.mkdtemp(prefix="tally-bench-prom-"))
+def request_metrics(
+    request: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple]:
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
     monkeypatch.setattr(
         values,
         "ValueClass",

@@ -145,6 +145,9 @@ def run_dev(repo_root: Path, data_dir: Path, port: int) -> tuple[subprocess.Pope
         {
             "TALLY_ENV": "dev",
             "TALLY_DATA_DIR": str(data_dir),
+            # Beside the data, so that it goes with it even when a test kills
+            # the server outright (a temporary one would then be left behind).
+            "PROMETHEUS_MULTIPROC_DIR": str(data_dir.parent / "metrics"),
             "TALLY_PORT": str(port),
             "TALLY_WORKERS": "1",
             "PYTHONUNBUFFERED": "1",
