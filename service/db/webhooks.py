@@ -263,11 +263,17 @@ async def purge_deliveries(
 async def forget_expired_secrets(
     conn: psycopg.AsyncConnection, tenants: list[uuid.UUID] | None
 ) -> int:
-    """Erase rotated-out secrets whose grace period is over; how many."""
+    """Erase rotated-out secrets whose grace period is over; how many. Endpoints
+    locked at the moment (being changed, fanned out) are left for the next pass."""
     cur = await conn.execute(
         f"""
-        UPDATE webhook_endpoints e SET previous_secret = NULL, previous_secret_expires_at = NULL
-        WHERE e.previous_secret_expires_at <= now() AND {_TENANTS}
+        UPDATE webhook_endpoints w SET previous_secret = NULL, previous_secret_expires_at = NULL
+        FROM (
+            SELECT e.tenant_id, e.id FROM webhook_endpoints e
+            WHERE e.previous_secret_expires_at <= now() AND {_TENANTS}
+            FOR UPDATE SKIP LOCKED
+        ) expired
+        WHERE w.tenant_id = expired.tenant_id AND w.id = expired.id
         """,
         {"tenants": tenants},
     )

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import psycopg
 
 from service import crypto, metrics, orphans
 from service.config import Settings
@@ -128,9 +129,7 @@ class Dispatcher:
                     self._inflight.add(task)
                     task.add_done_callback(self._done)
             if time.monotonic() >= self._next_purge:
-                purged = await self.purge()
-                more = purged == PURGE_BATCH
-                self._next_purge = time.monotonic() + (0.0 if more else PURGE_EVERY)
+                await self._upkeep()
         except DatabaseUnavailable as exc:
             if not self._db_down:
                 log.error("webhook dispatcher: database unavailable: %s", exc)
@@ -141,6 +140,18 @@ class Dispatcher:
             log.warning("webhook dispatcher: database reachable again")
         self.stats["fanned_out"] += created
         return bool(created or claimed)
+
+    async def _upkeep(self) -> None:
+        """The periodic purge; it must never stop deliveries, so an error in it
+        (other than an outage, which the caller handles) is logged and retried
+        at the next period."""
+        try:
+            purged = await self.purge()
+        except psycopg.Error as exc:
+            log.warning("webhook upkeep failed, retrying in %g s: %s", PURGE_EVERY, exc)
+            purged = 0
+        more = purged == PURGE_BATCH
+        self._next_purge = time.monotonic() + (0.0 if more else PURGE_EVERY)
 
     async def purge(self) -> int:
         """Erase rotated-out secrets past their grace period, and delete up to

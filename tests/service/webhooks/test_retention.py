@@ -4,10 +4,13 @@ tenants' rows, and never delivers a deleted delivery's event again."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import psycopg
 from starlette.applications import Starlette
 
+from service.db import webhooks as webhook_sql
 from service.webhooks import dispatcher as dispatcher_module
 from tests.conftest import Tenant, make_tenant
 from tests.service.webhooks.conftest import eventually
@@ -142,3 +145,52 @@ async def test_a_large_backlog_is_purged_in_batches_between_deliveries(
         # 2 + 2 + 1: a full batch makes the next pass purge again at once.
         await eventually(lambda: _none_left(hook_app, owner.tenant_id), what="the backlog")
     assert dispatcher.stats["purged"] == 5
+
+
+async def test_an_upkeep_error_is_logged_and_deliveries_go_on(
+    api, owner, receiver, run_dispatcher, monkeypatch, caplog
+):
+    async def deadlocked(*args: object, **kwargs: object) -> int:
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    monkeypatch.setattr(webhook_sql, "purge_deliveries", deadlocked)
+    created = await register(api, owner, receiver.url)
+    await open_accounts(api, owner, 2)
+    async with run_dispatcher(owner):
+        await eventually(all_delivered(api, owner, created["id"], 2))
+    assert "webhook upkeep failed" in caplog.text
+
+
+async def test_erasing_expired_secrets_skips_an_endpoint_locked_meanwhile(
+    api, hook_app, owner, run_dispatcher
+):
+    created = await register(api, owner, "https://93.184.215.14/hooks")
+    r = await api.post(
+        f"/api/webhooks/{created['id']}/rotate-secret",
+        json={"previous_secret_ttl_seconds": 1},
+        headers=owner.headers(),
+    )
+    assert r.status_code == 200, r.text
+    await asyncio.sleep(1.1)
+
+    async def previous() -> bytes | None:
+        async with hook_app.state.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT previous_secret FROM webhook_endpoints WHERE tenant_id = %s AND id = %s",
+                (owner.tenant_id, uuid.UUID(created["id"])),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+    async with run_dispatcher(owner, webhook_delivery_retention_seconds=0) as dispatcher:
+        async with hook_app.state.db.connection() as holder, holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM webhook_endpoints WHERE tenant_id = %s AND id = %s FOR UPDATE",
+                (owner.tenant_id, uuid.UUID(created["id"])),
+            )
+            # Locked by someone else: skipped at once, not waited for.
+            await asyncio.wait_for(dispatcher.purge(), 5)
+            assert await previous() is not None
+        await dispatcher.purge()
+        assert await previous() is None
