@@ -432,6 +432,8 @@ def dev() -> None:
     """What `make run` does: embedded servers if needed, migrate, dev client, serve."""
     os.environ.setdefault("TALLY_ENV", "dev")
     settings = _settings()
+    # `main` configured logging before TALLY_ENV was set here: again, as dev.
+    logs.configure(settings.log_format)
     with devservers.embedded(settings.data_dir, settings.database_url, settings.redis_url) as (
         db_url,
         redis_url,

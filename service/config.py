@@ -177,7 +177,7 @@ class Settings:
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),
             **_webhook_settings(env, d, mode),
-            **_ops_settings(env, d),
+            **_ops_settings(env, d, mode),
         )
 
 
@@ -216,8 +216,9 @@ def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, 
     }
 
 
-def _ops_settings(env: dict[str, str], d: Settings) -> dict[str, Any]:
-    log_format = env.get("TALLY_LOG_FORMAT", d.log_format)
+def _ops_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, Any]:
+    # People read dev logs (`make run`): plain text there, unless asked otherwise.
+    log_format = env.get("TALLY_LOG_FORMAT") or ("text" if mode == DEV else d.log_format)
     if log_format not in ("json", "text"):
         raise ConfigError(f"TALLY_LOG_FORMAT must be json or text, not {log_format!r}")
     token = env.get("TALLY_METRICS_TOKEN", "")

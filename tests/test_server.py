@@ -219,6 +219,10 @@ def test_make_run_flow_with_embedded_servers(repo_root, outside_basetemp):
         assert r.status_code == 200 and json.loads(r.text)["data"]["name"] == "Wallet"
     finally:
         assert stop(proc, signal.SIGINT) == 0
+    # Dev mode logs plain text, the CLI's lines and the server's alike.
+    for log in outside_basetemp.glob("dev-*.log"):
+        json_lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+        assert json_lines == [], json_lines[:3]
 
 
 def _processes_in(where: Path) -> list:

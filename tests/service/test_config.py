@@ -64,6 +64,20 @@ def test_webhook_delivery_retention(raw, kept):
     assert Settings.from_env(env).webhook_delivery_retention_seconds == kept
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "json"),
+        ({"TALLY_ENV": "dev"}, "text"),
+        ({"TALLY_ENV": "dev", "TALLY_LOG_FORMAT": "json"}, "json"),
+        ({"TALLY_LOG_FORMAT": "text"}, "text"),
+    ],
+)
+def test_log_format_is_text_in_dev_mode_unless_asked(tmp_path, env, expected):
+    base = {"TALLY_JWT_SECRET": JWT, "TALLY_ENCRYPTION_KEY": KEY, "TALLY_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env({**base, **env}).log_format == expected
+
+
 def test_master_key_rotation_settings():
     old = [secrets.token_bytes(32) for _ in range(2)]
     s = Settings.from_env(
