@@ -101,7 +101,13 @@ class Dispatcher:
             self._client = client
             try:
                 while not stop.is_set():
-                    busy = await self.tick()
+                    try:
+                        busy = await self.tick()
+                    except Exception:
+                        # A failed pass (a deadlock, a bug) must not end the worker:
+                        # say so loudly, wait a poll interval, try again.
+                        log.exception("webhook dispatcher pass failed; retrying")
+                        busy = False
                     if not busy:
                         await self._sleep(stop)
             finally:

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from starlette.applications import Starlette
 
+from service.db import webhooks as webhook_sql
 from service.webhooks import endpoints as endpoint_service
 from service.webhooks import signing
 from service.webhooks.schemas import WebhookCreate
@@ -388,3 +390,23 @@ async def test_outcomes_reach_the_metrics(api, owner, receiver, run_dispatcher):
     after = await counts()
     assert after.get("retry", 0) - before.get("retry", 0) == 1
     assert after.get("delivered", 0) - before.get("delivered", 0) == 1
+
+
+async def test_a_failed_dispatcher_pass_is_logged_and_the_next_one_delivers(
+    api, owner, receiver, run_dispatcher, monkeypatch, caplog
+):
+    real_fan_out = webhook_sql.fan_out
+    failures = []
+
+    async def fan_out_failing_once(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        if not failures:
+            failures.append(1)
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return await real_fan_out(*args, **kwargs)
+
+    monkeypatch.setattr(webhook_sql, "fan_out", fan_out_failing_once)
+    created = await register(api, owner, receiver.url)
+    await open_accounts(api, owner, 2)
+    async with run_dispatcher(owner):
+        await eventually(all_delivered(api, owner, created["id"], 2))
+    assert failures and "webhook dispatcher pass failed" in caplog.text
