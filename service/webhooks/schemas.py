@@ -128,22 +128,7 @@ class WebhookEndpoint(Struct):
     ]
 
 
-class WebhookEndpointWithSecret(Struct):
-    id: str
-    url: str
-    description: str | None
-    events: list[EventFilter]
-    status: Literal["enabled", "paused", "failing"]
-    circuit: Circuit
-    created_at: datetime
-    updated_at: datetime
-    previous_secret_expires_at: Annotated[
-        datetime | None,
-        Meta(
-            description="after a secret rotation: until then, deliveries are signed with"
-            " the replaced secret too (a second v1 in Tally-Signature)"
-        ),
-    ]
+class WebhookEndpointWithSecret(WebhookEndpoint):
     secret: Annotated[
         str, Meta(description="the signing secret; shown only here (and after a rotation), once")
     ]
