@@ -20,7 +20,7 @@ from service import devservers, logs, orphans
 from service import metrics as prometheus
 from service.auth import clients as client_service
 from service.auth import scopes as scope_names
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, chosen_log_format
 from service.db import tenants as tenant_sql
 from service.db.ids import parse_id
 from service.db.migrate import migrate as apply_migrations
@@ -67,8 +67,9 @@ def main() -> None:
 
 
 def _log_format() -> str:
-    """TALLY_LOG_FORMAT, else JSON lines, or plain text in dev mode."""
-    chosen = os.environ.get("TALLY_LOG_FORMAT") or ("text" if _is_dev() else "json")
+    """The settings' log format, before they can be read (JSON if it is not valid:
+    the command then reports the bad setting)."""
+    chosen = chosen_log_format(os.environ)
     return chosen if chosen in logs.FORMATS else "json"
 
 

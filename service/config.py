@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ class Settings:
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),
             **_webhook_settings(env, d, mode),
-            **_ops_settings(env, d, mode),
+            **_ops_settings(env, d),
         )
 
 
@@ -216,9 +217,15 @@ def _webhook_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, 
     }
 
 
-def _ops_settings(env: dict[str, str], d: Settings, mode: str) -> dict[str, Any]:
-    # People read dev logs (`make run`): plain text there, unless asked otherwise.
-    log_format = env.get("TALLY_LOG_FORMAT") or ("text" if mode == DEV else d.log_format)
+def chosen_log_format(env: Mapping[str, str]) -> str:
+    """TALLY_LOG_FORMAT as given (unchecked), else JSON lines, or plain text in dev
+    mode: people read dev logs (`make run`)."""
+    mode = env.get("TALLY_ENV", "production")
+    return env.get("TALLY_LOG_FORMAT") or ("text" if mode == DEV else "json")
+
+
+def _ops_settings(env: dict[str, str], d: Settings) -> dict[str, Any]:
+    log_format = chosen_log_format(env)
     if log_format not in ("json", "text"):
         raise ConfigError(f"TALLY_LOG_FORMAT must be json or text, not {log_format!r}")
     token = env.get("TALLY_METRICS_TOKEN", "")
