@@ -11,6 +11,7 @@ from service.db import transfers as sql
 from service.ledger import transfers as ledger
 from tests.service.api.helpers import open_account
 from tests.service.api.test_transfers import funded, moved
+from tests.service.ledger.trips import round_trips
 
 NO_FILTER = {"status": None, "created_from": None, "created_to": None}
 
@@ -36,9 +37,8 @@ async def test_concurrent_pages_share_one_query_and_match_a_query_of_their_own(
         (tenant.tenant_id, uuid.uuid4(), 100, None),  # no such account
     ]
     reader = app.state.transfer_reader
-    trips = reader.pages.round_trips
-    pages = await asyncio.gather(*(reader.pages.call(ask) for ask in asks))
-    assert reader.pages.round_trips == trips + 1
+    with round_trips(reader.pages, 1):
+        pages = await asyncio.gather(*(reader.pages.call(ask) for ask in asks))
     async with app.state.db.connection() as conn:
         for (tenant_id, account_id, limit, before), page in zip(asks, pages, strict=True):
             alone = await sql.page(
@@ -52,29 +52,28 @@ async def test_listing_by_account_alone_is_coalesced_and_other_filters_are_not(a
     _w, a, b = await funded(client, tenant)
     await moved(client, tenant, a, b, 1)
     reader = app.state.transfer_reader
-    trips = reader.pages.round_trips
-    rows, more = await ledger.list_transfers(
-        reader, tenant.tenant_id, limit=1, before=None, account_id=uuid.UUID(a), **NO_FILTER
-    )
+    with round_trips(reader.pages, 1):
+        rows, more = await ledger.list_transfers(
+            reader, tenant.tenant_id, limit=1, before=None, account_id=uuid.UUID(a), **NO_FILTER
+        )
     assert len(rows) == 1 and more is True
-    assert reader.pages.round_trips == trips + 1
-    rows, more = await ledger.list_transfers(
-        reader,
-        tenant.tenant_id,
-        limit=5,
-        before=None,
-        account_id=uuid.UUID(a),
-        **{**NO_FILTER, "status": "posted"},
-    )
+    with round_trips(reader.pages, 0):
+        rows, more = await ledger.list_transfers(
+            reader,
+            tenant.tenant_id,
+            limit=5,
+            before=None,
+            account_id=uuid.UUID(a),
+            **{**NO_FILTER, "status": "posted"},
+        )
     assert len(rows) == 2 and more is False
-    assert reader.pages.round_trips == trips + 1
     # A large page is read alone: a round trip's rows are parsed in one go.
-    rows, more = await ledger.list_transfers(
-        reader, tenant.tenant_id, limit=MAX_COALESCED_PAGE + 1, before=None,
-        account_id=uuid.UUID(a), **NO_FILTER,
-    )  # fmt: skip
+    with round_trips(reader.pages, 0):
+        rows, more = await ledger.list_transfers(
+            reader, tenant.tenant_id, limit=MAX_COALESCED_PAGE + 1, before=None,
+            account_id=uuid.UUID(a), **NO_FILTER,
+        )  # fmt: skip
     assert len(rows) == 2 and more is False
-    assert reader.pages.round_trips == trips + 1
 
 
 async def test_concurrent_reads_by_id_share_one_query_and_keep_tenants_apart(
@@ -92,8 +91,7 @@ async def test_concurrent_reads_by_id_share_one_query_and_keep_tenants_apart(
         (tenant.tenant_id, uuid.uuid4()),  # no such transfer
     ]
     reader = app.state.transfer_reader
-    trips = reader.reads.round_trips
-    rows = await asyncio.gather(*(ledger.get_transfer(reader, t, i) for t, i in asks))
-    assert reader.reads.round_trips == trips + 1
+    with round_trips(reader.reads, 1):
+        rows = await asyncio.gather(*(ledger.get_transfer(reader, t, i) for t, i in asks))
     assert [None if r is None else r[0] for r in rows] == [*mine, mine[0], theirs, None, None]
     assert rows[0][1:3] == (uuid.UUID(a), uuid.UUID(b)) and rows[0][3] == 1
