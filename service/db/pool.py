@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -15,6 +16,10 @@ log = logging.getLogger("tally.db")
 
 # Errors that roll a transaction back whole, so running it again is safe.
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+Key = TypeVar("Key")
+Row = TypeVar("Row")
 
 
 class DatabaseUnavailable(Exception):
@@ -94,3 +99,15 @@ class Database:
         if self.down:
             self.down = False
             log.warning("database reachable again")
+
+    def batch_query(
+        self, query: Callable[[psycopg.AsyncConnection, list[Key]], Awaitable[list[Row]]]
+    ) -> Callable[[list[Key]], Awaitable[list[Row]]]:
+        """`query(conn, keys)` on a pooled connection: the flush of a coalesced read
+        (service.coalesce), one query for the keys asked for meanwhile."""
+
+        async def run(keys: list[Key]) -> list[Row]:
+            async with self.connection() as conn:
+                return await query(conn, keys)
+
+        return run

@@ -65,12 +65,8 @@ class AccountReader:
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
         self.reads: Coalescer[tuple[uuid.UUID, uuid.UUID], tuple | None] = Coalescer(
-            self._fetch, max_inflight=max_inflight
+            db.batch_query(sql.get_many), max_inflight=max_inflight
         )
-
-    async def _fetch(self, keys: list[tuple[uuid.UUID, uuid.UUID]]) -> list[tuple | None]:
-        async with self.db.connection() as conn:
-            return await sql.get_many(conn, keys)
 
 
 async def get_account(reader: AccountReader, tenant_id: uuid.UUID, account_id: uuid.UUID) -> tuple:

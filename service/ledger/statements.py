@@ -22,12 +22,10 @@ class EntryReader:
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
         self.pages: Coalescer[sql.EntryPage, list[tuple] | None] = Coalescer(
-            self._fetch, max_size=MAX_PAGES_PER_QUERY, max_inflight=max_inflight
+            db.batch_query(sql.entry_pages),
+            max_size=MAX_PAGES_PER_QUERY,
+            max_inflight=max_inflight,
         )
-
-    async def _fetch(self, pages: list[sql.EntryPage]) -> list[list[tuple] | None]:
-        async with self.db.connection() as conn:
-            return await sql.entry_pages(conn, pages)
 
 
 async def entries(

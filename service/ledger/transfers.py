@@ -464,19 +464,13 @@ class TransferReader:
     def __init__(self, db: Database, *, max_inflight: int = 2) -> None:
         self.db = db
         self.reads: Coalescer[tuple[uuid.UUID, uuid.UUID], tuple | None] = Coalescer(
-            self._fetch_rows, max_inflight=max_inflight
+            db.batch_query(sql.get_many), max_inflight=max_inflight
         )
         self.pages: Coalescer[sql.AccountPage, list[tuple]] = Coalescer(
-            self._fetch_pages, max_size=MAX_PAGES_PER_QUERY, max_inflight=max_inflight
+            db.batch_query(sql.account_pages),
+            max_size=MAX_PAGES_PER_QUERY,
+            max_inflight=max_inflight,
         )
-
-    async def _fetch_rows(self, keys: list[tuple[uuid.UUID, uuid.UUID]]) -> list[tuple | None]:
-        async with self.db.connection() as conn:
-            return await sql.get_many(conn, keys)
-
-    async def _fetch_pages(self, pages: list[sql.AccountPage]) -> list[list[tuple]]:
-        async with self.db.connection() as conn:
-            return await sql.account_pages(conn, pages)
 
 
 async def get_transfer(
