@@ -49,10 +49,32 @@ class Endpoint:
     also: dict[int, type] = field(default_factory=dict)
 
 
+class JsonBody(Response):
+    """An encoded JSON body, answered with the headers Starlette's Response
+    would send, in the same order, built directly: its init_headers looks the
+    headers over again for every response (about 1 us). Not for 1xx, 204 or
+    304, which carry no body and so no Content-Length."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self, body: bytes, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        raw.append((b"content-length", str(len(body)).encode()))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        _encode(data), status_code=status, headers=headers, media_type="application/json"
-    )
+    return JsonBody(_encode(data), status, headers)
 
 
 def page_response(data: list[Any], limit: int, last_id: uuid.UUID | None) -> Response:

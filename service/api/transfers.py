@@ -22,6 +22,7 @@ from service.api import params
 from service.api.decoding import decode_json, decode_optional_body, require_json
 from service.api.routing import (
     Endpoint,
+    JsonBody,
     QueryParam,
     json_response,
     page_response,
@@ -152,7 +153,7 @@ async def _submit(
         assert work.claim is not None
         return _replay(result.existing, work.claim.request_hash)
     status, payload = render(result)
-    return Response(payload, status, media_type="application/json")
+    return JsonBody(payload, status)
 
 
 def _claim(principal: Principal, key: str, request_hash: bytes) -> IdempotencyClaim:
@@ -196,10 +197,7 @@ def _replay(existing: tuple, digest: bytes) -> Response:
             "A request with this Idempotency-Key is still in flight; retry shortly.",
             headers={"Retry-After": "1"},
         )  # fmt: skip
-    return Response(
-        payload.encode(), status, media_type="application/json",
-        headers={"Idempotent-Replayed": "true"},
-    )  # fmt: skip
+    return JsonBody(payload.encode(), status, {"Idempotent-Replayed": "true"})
 
 
 async def create_transfer(request: Request, principal: Principal) -> Response:

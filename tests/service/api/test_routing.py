@@ -7,9 +7,10 @@ import re
 import uuid
 
 import pytest
+from starlette.responses import Response
 from starlette.routing import Route
 
-from service.api.routing import build_routes
+from service.api.routing import JsonBody, build_routes, json_response
 from service.app import BUSIEST_PATHS, ENDPOINTS
 
 _PARAM = re.compile(r"{\w+(?::\w+)?}")
@@ -72,3 +73,23 @@ def test_reordered_routes_resolve_every_url_the_same_way():
 def test_a_first_path_without_an_endpoint_is_refused():
     with pytest.raises(ValueError, match="/api/nowhere"):
         build_routes(ENDPOINTS, first=("/api/accounts/{id}", "/api/nowhere"))
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 400, 409, 422])
+@pytest.mark.parametrize(
+    "headers",
+    [None, {}, {"ETag": '"7"'}, {"Idempotent-Replayed": "true", "Cache-Control": "no-store"}],
+)
+def test_json_body_sends_what_starlettes_response_sends(status, headers):
+    body = b'{"data":{"id":"x","name":"caf\\u00e9"}}'
+    ours = JsonBody(body, status, headers)
+    theirs = Response(body, status, headers=headers, media_type="application/json")
+    assert ours.raw_headers == theirs.raw_headers
+    assert (ours.status_code, ours.body, ours.background) == (status, body, None)
+
+
+def test_json_response_encodes_with_msgspec():
+    response = json_response({"data": {"amount": 12, "at": None}}, 201, {"ETag": '"3"'})
+    assert response.body == b'{"data":{"amount":12,"at":null}}'
+    assert response.status_code == 201
+    assert (b"etag", b'"3"') in response.raw_headers
