@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -79,8 +78,9 @@ LEASE_SECONDS = 0.05
 LEASE_SHARE = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """One take's outcome (a tuple: one is made for every request)."""
+
     allowed: bool
     limit: int
     remaining: int

@@ -84,9 +84,18 @@ def page_response(data: list[Any], limit: int, last_id: uuid.UUID | None) -> Res
     return json_response({"data": data, "meta": meta})
 
 
+def _header(request: Request, name: bytes) -> str | None:
+    """The first `name` header, as `request.headers.get` gives it, without building
+    the Headers object (lowercase `name`)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def principal_of(request: Request) -> Principal:
     """Verify the bearer token on `request` (401 on any failure)."""
-    header = request.headers.get("authorization")
+    header = _header(request, b"authorization")
     if not header:
         raise unauthenticated()
     scheme, _, token = header.partition(" ")

@@ -7,10 +7,11 @@ import re
 import uuid
 
 import pytest
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.api.routing import JsonBody, build_routes, json_response
+from service.api.routing import JsonBody, _header, build_routes, json_response
 from service.app import BUSIEST_PATHS, ENDPOINTS
 
 _PARAM = re.compile(r"{\w+(?::\w+)?}")
@@ -93,3 +94,18 @@ def test_json_response_encodes_with_msgspec():
     assert response.body == b'{"data":{"amount":12,"at":null}}'
     assert response.status_code == 201
     assert (b"etag", b'"3"') in response.raw_headers
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [(b"authorization", b"Bearer abc")],
+        [(b"host", b"x"), (b"authorization", b"Bearer one"), (b"authorization", b"Bearer two")],
+        [(b"authorization", b"Bearer caf\xe9")],  # latin-1, as Starlette decodes it
+        [(b"x-authorization", b"no")],
+    ],
+)
+def test_header_reads_what_request_headers_reads(raw):
+    request = Request({"type": "http", "headers": raw})
+    assert _header(request, b"authorization") == request.headers.get("authorization")
