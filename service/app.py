@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 key_retention=settings.idempotency_retention_seconds,
             )
         )
-        sampler = asyncio.create_task(metrics.sample_pool_forever(app.state.db.pool))
+        sampler = asyncio.create_task(metrics.sample_forever(app.state.db.pool))
         flusher = asyncio.create_task(
             app.state.usage.run(app.state.db, settings.usage_flush_seconds)
         )

@@ -64,7 +64,8 @@ class _Metrics:
         )
         self.in_flight = Gauge(
             "tally_http_requests_in_flight",
-            "HTTP requests being served now.",
+            "HTTP requests being served (each worker's count as of its last flush, at"
+            " most a second ago, or now for the worker answering the scrape).",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -181,7 +182,7 @@ def multiprocess_dir() -> str | None:
 
 def render() -> bytes:
     """The exposition text: every worker's samples in multiprocess mode."""
-    _get()
+    flush_local()
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -191,6 +192,7 @@ def render() -> bytes:
 
 def worker_exited() -> None:
     """Drop this worker's live gauges (in-flight, pool) from the shared files."""
+    flush_local()
     if multiprocess_dir():
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
@@ -221,10 +223,30 @@ def observe_group_commit_phase(phase: str, seconds: float) -> None:
 def count_rate_limit(allowed: bool | None, store: str) -> None:
     """One rate-limit decision: allowed, limited (429) or None for unavailable (503).
 
-    `store` is "redis" (the shared buckets) or "local" (the per-worker fallback).
+    `store` is "redis" (the shared buckets), "lease" (a worker's lease of
+    them) or "local" (the per-worker fallback). Counted in this worker's
+    memory until the next flush_local().
     """
-    decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
-    _child((_metrics or _get()).rate_limit, decision, store).inc()
+    key = (allowed, store)
+    _rate_limits[key] = _rate_limits.get(key, 0) + 1
+
+
+# Per-request values kept in the worker's memory and written to the shared
+# samples by flush_local(): every second (sample_forever), before a scrape
+# this worker answers, and at exit. In multiprocess mode a counter's inc()
+# costs about 0.75 us and a gauge's inc() and dec() about 1 us together.
+_rate_limits: dict[tuple[bool | None, str], int] = {}
+_in_flight = 0
+
+
+def flush_local() -> None:
+    """Write this worker's in-memory counts and its in-flight requests to the samples."""
+    m = _metrics or _get()
+    m.in_flight.set(_in_flight)
+    while _rate_limits:
+        (allowed, store), n = _rate_limits.popitem()
+        decision = "unavailable" if allowed is None else ("allowed" if allowed else "limited")
+        _child(m.rate_limit, decision, store).inc(n)
 
 
 def _child(metric: Any, *values: str) -> Any:
@@ -262,12 +284,18 @@ def sample_pool(stats: dict[str, int]) -> None:
     m.pool_max.set(stats.get("pool_max", 0))
 
 
-async def sample_pool_forever(pool: Any, interval: float = 1.0) -> None:
-    """Each worker samples its own pool: another worker answers the scrape."""
-    while True:
-        with contextlib.suppress(Exception):  # a gauge must never take the worker down
-            sample_pool(pool.get_stats())
-        await asyncio.sleep(interval)
+async def sample_forever(pool: Any, interval: float = 1.0) -> None:
+    """Each worker samples its own pool and flushes its own counts (flush_local):
+    another worker answers the scrape."""
+    try:
+        while True:
+            with contextlib.suppress(Exception):  # a gauge must never take the worker down
+                sample_pool(pool.get_stats())
+                flush_local()
+            await asyncio.sleep(interval)
+    finally:
+        with contextlib.suppress(Exception):
+            flush_local()
 
 
 def route_label(scope: Scope) -> str:
@@ -282,7 +310,7 @@ _templates: dict[str, str] = {}
 
 
 class Telemetry:
-    """Outermost ASGI middleware: latency histogram, in-flight gauge, usage counts.
+    """Outermost ASGI middleware: latency histogram, in-flight count, usage counts.
 
     It sits outside RequestContext so it sees the final status of every
     response, the 413s and last-resort 500s included. `usage` (optional) gets
@@ -295,6 +323,7 @@ class Telemetry:
         self._latency: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        global _in_flight
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -308,11 +337,11 @@ class Telemetry:
                 status = message["status"]
             await send(message)
 
-        m.in_flight.inc()
+        _in_flight += 1
         try:
             await self.app(scope, receive, send_status)
         finally:
-            m.in_flight.dec()
+            _in_flight -= 1
             route = route_label(scope)
             labels = (scope["method"], route, status)
             child = self._latency.get(labels)

@@ -3,6 +3,8 @@ correct sums across granian's worker processes (a real 2-worker server)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,11 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service import metrics
 from service.app import create_app
+from service.metrics import Telemetry
 from tests.conftest import Tenant
 from tests.service.api.helpers import open_account
 from tests.test_server import free_port, production_env, stop, wait_healthy
@@ -152,6 +160,85 @@ async def test_metrics_token_when_configured(settings):
         assert r.status_code == 401
         r = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and "tally_http_request_duration_seconds" in r.text
+
+
+def _exposed(name: str, **labels: str) -> float:
+    """A sample as the registry holds it now, without render()'s flush."""
+    return value(samples(generate_latest(metrics._registry).decode()), name, **labels)
+
+
+DECISIONS = "tally_ratelimit_decisions_total"
+
+
+async def test_rate_limit_counts_wait_in_memory_until_a_scrape_flushes_them(client):
+    metrics.flush_local()
+    before = _exposed(DECISIONS, decision="allowed", store="lease")
+    for _ in range(3):
+        metrics.count_rate_limit(True, "lease")
+    metrics.count_rate_limit(False, "redis")
+    metrics.count_rate_limit(None, "none")
+    assert _exposed(DECISIONS, decision="allowed", store="lease") == before
+    after = await scrape(client)
+    assert value(after, DECISIONS, decision="allowed", store="lease") - before == 3
+    assert value(after, DECISIONS, decision="limited", store="redis") >= 1
+    assert value(after, DECISIONS, decision="unavailable", store="none") >= 1
+
+
+async def test_the_sampler_flushes_every_period_and_once_more_when_stopped():
+    class Pool:
+        def get_stats(self) -> dict[str, int]:
+            return {"pool_size": 3, "pool_max": 4}
+
+    metrics.flush_local()
+    before = _exposed(DECISIONS, decision="allowed", store="local")
+    metrics.count_rate_limit(True, "local")
+    sampler = asyncio.create_task(metrics.sample_forever(Pool(), interval=0.01))
+    deadline = time.monotonic() + 5
+    while _exposed(DECISIONS, decision="allowed", store="local") == before:
+        assert time.monotonic() < deadline, "the sampler never flushed"
+        await asyncio.sleep(0.01)
+    assert _exposed("tally_db_pool_connections") == 3
+    await asyncio.sleep(0.05)
+    metrics.count_rate_limit(True, "local")  # after the sampler's last flush...
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    # ...yet counted: stopping the sampler flushes.
+    assert _exposed(DECISIONS, decision="allowed", store="local") - before == 2
+
+
+def test_a_worker_flushes_its_counts_as_it_exits():
+    metrics.flush_local()
+    before = _exposed(DECISIONS, decision="limited", store="lease")
+    metrics.count_rate_limit(False, "lease")
+    metrics.worker_exited()
+    assert _exposed(DECISIONS, decision="limited", store="lease") - before == 1
+
+
+async def test_in_flight_requests_are_counted_while_they_run():
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: Request) -> Response:
+        started.set()
+        await release.wait()
+        return Response(b"done")
+
+    async def gauge(request: Request) -> Response:
+        return Response(metrics.render())
+
+    app = Telemetry(Starlette(routes=[Route("/slow", slow), Route("/gauge", gauge)]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        base = value(samples((await http.get("/gauge")).text), "tally_http_requests_in_flight")
+        pending = asyncio.create_task(http.get("/slow"))
+        await asyncio.wait_for(started.wait(), 5)
+        during = samples((await http.get("/gauge")).text)
+        release.set()
+        assert (await pending).status_code == 200
+        after = samples((await http.get("/gauge")).text)
+    # The scrape itself is in flight too.
+    assert value(during, "tally_http_requests_in_flight") == base + 1
+    assert value(after, "tally_http_requests_in_flight") == base
 
 
 def test_multiprocess_dir_is_emptied_at_start(tmp_path, monkeypatch):
