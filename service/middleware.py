@@ -61,12 +61,16 @@ class RequestContext:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = [*message.get("headers", ()), (b"x-request-id", request_id)]
-                headers.append((b"x-content-type-options", b"nosniff"))
+                headers = [*message.get("headers", ())]
                 if is_api:
-                    if not any(k == b"cache-control" for k, _ in headers):
+                    for name, _ in headers:
+                        if name == b"cache-control":
+                            break
+                    else:
                         headers.append((b"cache-control", b"no-store"))
-                    headers.extend(scope["state"].get("ratelimit", ()))
+                    headers += scope["state"].get("ratelimit", ())
+                headers.append((b"x-request-id", request_id))
+                headers.append((b"x-content-type-options", b"nosniff"))
                 message["headers"] = headers
             await send(message)
 
