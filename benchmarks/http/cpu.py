@@ -9,7 +9,9 @@ thread on the machine from /proc before and after a window in the middle of
 the run. It prints each group's share of the machine and its microseconds of
 CPU per request: the granian workers' event-loop threads (where the app's
 Python runs), their Rust runtime threads and their other threads, PostgreSQL,
-Redis/Valkey, wrk, the rest, and the kernel's softirq and idle time.
+Redis/Valkey, wrk, the rest, idle time, the whole machine, and how much of
+it the kernel spent in softirq (the loopback network, inside the threads'
+figures).
 
 Unlike a sampling profiler, nothing is paused and nothing is inferred: py-spy
 with `--native` reports granian's spinning runtime threads (sched_yield) as a
@@ -109,17 +111,24 @@ def measure(port: int, server_pid: int, script: str, args: list[str], connection
         if used > 0:
             spent[_group(key[0], key[1], name, workers, {server_pid})] += used
     machine = {k: machine_after[k] - machine_before[k] for k in machine_after}
-    spent["kernel softirq (network)"] = machine["softirq"]
     spent["idle"] = machine["idle"]
     cpus = machine["total"] / _HZ / window
     print(f"{script} -c {connections}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
           f"p99 {r.p99_ms:.2f} ms, errors {r.errors}; {cpus:.1f} CPUs, "
           f"{window:.1f} s window")  # fmt: skip
     print(f"  {'':48}  {'machine':>7}  {'us/request':>10}")
-    for group, ticks in spent.most_common():
+
+    def line(group: str, ticks: int) -> None:
         share = ticks / machine["total"]
         per_request = ticks / _HZ / window / r.rps * 1e6
         print(f"  {group:48}  {share:7.1%}  {per_request:10.1f}")
+
+    for group, ticks in spent.most_common():
+        line(group, ticks)
+    line("the machine (all CPUs)", machine["total"])
+    # Softirq work runs on whichever thread the interrupt found, and is in
+    # that thread's system time above: shown, not added.
+    line("  of which kernel softirq (loopback network)", machine["softirq"])
 
 
 def main() -> None:
