@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.http import stack, wrk
@@ -90,13 +91,15 @@ def _group(pid: int, tid: int, name: str, workers: set[int], servers: set[int]) 
     return "everything else"
 
 
-def measure(port: int, server_pid: int, script: str, args: list[str], connections: int,
-            seconds: float) -> None:  # fmt: skip
+def measure(port: int, server_pid: int, script: str, args: Callable[[str], list[str]],
+            connections: int, seconds: float) -> None:  # fmt: skip
+    """`args(phase)`: the wrk script's arguments for the warm-up and the measured run
+    (writes need a different Idempotency-Key prefix in each)."""
     base = f"http://127.0.0.1:{port}"
-    wrk.run(base, script, connections=connections, seconds=3, args=args)  # warm-up
+    wrk.run(base, script, connections=connections, seconds=3, args=args("warm"))
     result: list[wrk.WrkResult] = []
     load = threading.Thread(target=lambda: result.append(wrk.run(
-        base, script, connections=connections, seconds=seconds + 4, args=args)))  # fmt: skip
+        base, script, connections=connections, seconds=seconds + 4, args=args("cpu"))))  # fmt: skip
     load.start()
     time.sleep(2)
     workers = set(_children(server_pid))
@@ -154,7 +157,8 @@ def main() -> None:
             ids.write("\n".join(str(uuid.uuid4()) for _ in range(10_000)) + "\n")
             ids.flush()
             with stack.baseline("starlette", args.workers) as (port, pid):
-                measure(port, pid, "get_account", ["x", ids.name], args.connections, args.seconds)
+                measure(port, pid, "get_account", lambda _: ["x", ids.name], args.connections,
+                        args.seconds)  # fmt: skip
             return
         with stack.migrated_database("tally-cpu") as (url, redis_url):
             (tenant,) = stack.setup_tenant(url, 10_000, rate_limit=10**9, burst=10**9)
@@ -163,8 +167,9 @@ def main() -> None:
             env = dict(kv.split("=", 1) for kv in args.tally_env)
             with stack.tally(url, redis_url, args.workers, **env) as (port, pid):
                 batch = "100" if args.script == "post_batch" else "1"
-                wrk_args = [stack.token(port, tenant), ids.name, batch, "cpu"]
-                measure(port, pid, args.script, wrk_args, args.connections, args.seconds)
+                token = stack.token(port, tenant)
+                measure(port, pid, args.script, lambda phase: [token, ids.name, batch, phase],
+                        args.connections, args.seconds)  # fmt: skip
 
 
 if __name__ == "__main__":
