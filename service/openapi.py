@@ -53,6 +53,20 @@ def _ref(kind: type) -> dict[str, str]:
     return {"$ref": _REF.format(name=kind.__name__)}
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: the same key (per API client) with the same request"
+        " answers the first answer again, with Idempotent-Replayed: true; with another"
+        " request, 409 IDEMPOTENCY_KEY_REUSED; while the first still runs, 409"
+        " IDEMPOTENCY_KEY_IN_USE. Kept at least 24 h."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+
+
 def _operation(ep: Endpoint) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": ep.handler.__name__,
@@ -78,6 +92,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         }
         for q in ep.query
     ]
+    if ep.idempotent:
+        parameters.append(_IDEMPOTENCY_KEY)
     if parameters:
         op["parameters"] = parameters
     if ep.body is not None:
@@ -94,7 +110,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
             "description": "Success",
             "content": {"application/json": {"schema": _ref(kind)}},
         }
-    errors = set(ep.errors)
+    errors = set(ep.errors) | ({400, 409} if ep.idempotent else set())
     if ep.scope:
         op["security"] = [{"bearer": [ep.scope]}]
         errors |= {401, 403}

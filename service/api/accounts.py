@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastpath import codec
-from service.api import params
+from service.api import idempotency, params
 from service.api.decoding import decode_body
 from service.api.routing import (
     Endpoint,
@@ -18,6 +18,7 @@ from service.api.routing import (
 from service.auth import scopes
 from service.auth.tokens import Principal
 from service.ledger import accounts as ledger
+from service.ledger.idempotency import Claimed
 from service.schemas import AccountCreate, AccountEnvelope, AccountPage, AccountPatch
 
 _VERSION = codec.ACCOUNT_COLUMNS.index("version")
@@ -33,17 +34,31 @@ async def _visible(request: Request, principal: Principal, row: tuple) -> dict:
 
 
 async def _account(
-    request: Request, row: tuple, principal: Principal, status: int = 200
+    request: Request,
+    row: tuple,
+    principal: Principal,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     body = {"data": await _visible(request, principal, row)}
-    return json_response(body, status, {"ETag": f'"{row[_VERSION]}"'})
+    return json_response(body, status, {"ETag": f'"{row[_VERSION]}"', **(headers or {})})
 
 
 async def open_account(request: Request, principal: Principal) -> Response:
     spec = await decode_body(request, AccountCreate)
+    claim = idempotency.claim_of(request, principal, spec)
     state = request.app.state
-    row = await ledger.open_account(state.db, state.vault, principal.tenant_id, spec)
-    return await _account(request, row, principal, 201)
+    opened = await ledger.open_account(state.db, state.vault, principal.tenant_id, spec, claim)
+    if isinstance(opened, Claimed):
+        assert claim is not None
+        # A repeat: the account the key opened, as it is now (the stored
+        # answer names it; a copy of the first answer would keep the
+        # holder's personal data outside the vault).
+        status, stored = idempotency.stored_answer(opened.existing, claim)
+        account_id = ledger.opened_account_id(stored)
+        row = await ledger.get_account(state.accounts, principal.tenant_id, account_id)
+        return await _account(request, row, principal, status, idempotency.REPLAYED)
+    return await _account(request, opened, principal, 201)
 
 
 async def get_account(request: Request, principal: Principal) -> Response:
@@ -99,6 +114,7 @@ ENDPOINTS = [
         open_account,
         "Open an account",
         scope=scopes.LEDGER_WRITE,
+        idempotent=True,
         body=AccountCreate,
         response=AccountEnvelope,
         status=201,

@@ -40,6 +40,8 @@ class Endpoint:
     body: type | None = None
     # False: the body may be left out (the handler reads it with decode_optional_body).
     body_required: bool = True
+    # True: the handler honours Idempotency-Key (service.api.idempotency).
+    idempotent: bool = False
     response: type | None = None
     status: int = 200
     query: tuple[QueryParam, ...] = ()

@@ -7,9 +7,6 @@ runs is refused, and no key ever produces two transfers.
 
 from __future__ import annotations
 
-import hashlib
-import re
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastpath import kernel
-from service.api import params
+from service.api import idempotency, params
 from service.api.decoding import decode_json, decode_optional_body, require_json
 from service.api.routing import (
     Endpoint,
@@ -30,11 +27,10 @@ from service.api.routing import (
 )
 from service.auth import scopes
 from service.auth.tokens import Principal
-from service.errors import ApiError, bad_request, field_error, not_found, unauthenticated
+from service.errors import field_error, not_found
 from service.ledger import transfers as ledger
+from service.ledger.idempotency import Claimed
 from service.ledger.transfers import (
-    Claimed,
-    IdempotencyClaim,
     NewTransfer,
     NotCommitted,
     Outcome,
@@ -52,7 +48,6 @@ from service.schemas import (
 )
 
 _encode = msgspec.json.Encoder().encode
-_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 _STATUSES = ("posted", "pending", "voided", "expired")
 
 MESSAGES = {
@@ -141,9 +136,7 @@ async def _submit(
     atomic: bool = False,
 ) -> Response:
     work = ledger.Request(principal.tenant_id, ops, atomic=atomic, render=render)
-    key = request.headers.get("idempotency-key")
-    if key is not None:
-        work.claim = _claim(principal, key, _fingerprint(request, body))
+    work.claim = idempotency.claim_of(request, principal, body)
     try:
         result = await request.app.state.transfers.submit(work)
     except NotCommitted as failure:
@@ -151,53 +144,10 @@ async def _submit(
         raise failure.cause from None
     if isinstance(result, Claimed):
         assert work.claim is not None
-        return _replay(result.existing, work.claim.request_hash)
+        status, stored = idempotency.stored_answer(result.existing, work.claim)
+        return JsonBody(stored.encode(), status, idempotency.REPLAYED)
     status, payload = render(result)
     return JsonBody(payload, status)
-
-
-def _claim(principal: Principal, key: str, request_hash: bytes) -> IdempotencyClaim:
-    if not _KEY.fullmatch(key):
-        raise bad_request(
-            "Invalid Idempotency-Key.",
-            [
-                {
-                    "field": "Idempotency-Key",
-                    "message": "must be 1 to 255 printable ASCII characters",
-                }
-            ],
-        )
-    try:
-        client_id = uuid.UUID(principal.client_id)
-    except ValueError:
-        raise unauthenticated() from None
-    return IdempotencyClaim(client_id, key, request_hash)
-
-
-def _fingerprint(request: Request, body: msgspec.Struct) -> bytes:
-    """Same key with another route or another body is a different request.
-
-    The path is the scope's: for these routes (fixed text and a UUID) it is
-    what `request.url.path` gives, without building a URL for each request.
-    """
-    canonical = msgspec.json.encode(body)
-    return hashlib.sha256(request.scope["path"].encode() + b"\0" + canonical).digest()
-
-
-def _replay(existing: tuple, digest: bytes) -> Response:
-    state, stored_digest, status, payload = existing
-    if stored_digest is not None and bytes(stored_digest) != digest:
-        raise ApiError(
-            409, "IDEMPOTENCY_KEY_REUSED",
-            "This Idempotency-Key was used with a different request.",
-        )  # fmt: skip
-    if state != "done":
-        raise ApiError(
-            409, "IDEMPOTENCY_KEY_IN_USE",
-            "A request with this Idempotency-Key is still in flight; retry shortly.",
-            headers={"Retry-After": "1"},
-        )  # fmt: skip
-    return JsonBody(payload.encode(), status, {"Idempotent-Replayed": "true"})
 
 
 async def create_transfer(request: Request, principal: Principal) -> Response:
@@ -274,6 +224,7 @@ ENDPOINTS = [
         create_transfer,
         "Move money (optionally as a pending hold)",
         scope=scopes.LEDGER_WRITE,
+        idempotent=True,
         body=TransferCreate,
         response=TransferEnvelope,
         status=201,
@@ -295,6 +246,7 @@ ENDPOINTS = [
         create_batch,
         "Up to 1000 transfers: atomic (201 or 422 with the failing index) or not (200)",
         scope=scopes.LEDGER_WRITE,
+        idempotent=True,
         body=TransferBatch,
         response=TransferList,
         status=201,
@@ -316,6 +268,7 @@ ENDPOINTS = [
         post_transfer,
         "Post a pending transfer (optionally part of it; the rest is released)",
         scope=scopes.LEDGER_WRITE,
+        idempotent=True,
         body=PostPending,
         body_required=False,
         response=TransferEnvelope,
@@ -327,6 +280,7 @@ ENDPOINTS = [
         void_transfer,
         "Void a pending transfer",
         scope=scopes.LEDGER_WRITE,
+        idempotent=True,
         body=VoidPending,
         body_required=False,
         response=TransferEnvelope,

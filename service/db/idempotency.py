@@ -12,6 +12,8 @@ same request once their lease has passed.
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
 # Per key: did we get its lock, and did we claim it (insert, or take over a
@@ -81,6 +83,25 @@ async def claim_batch(
             # Not inserted, yet gone: purged since. Only a retry can claim it now.
             refused[n] = rows.get(n, held)
     return refused
+
+
+async def complete(
+    conn: psycopg.AsyncConnection,
+    tenant_id: uuid.UUID,
+    client_id: uuid.UUID,
+    key: str,
+    status: int,
+    body: str,
+) -> None:
+    """Store the reply of a key claimed in this transaction (one key; a batch
+    stores its replies in its write statement)."""
+    cur = await conn.execute(
+        "UPDATE idempotency_keys SET state = 'done', response_status = %s, response_body = %s"
+        " WHERE tenant_id = %s AND client_id = %s AND key = %s",
+        (status, body, tenant_id, client_id, key),
+    )
+    if cur.rowcount != 1:
+        raise RuntimeError(f"idempotency key {key!r} was not claimed in this transaction")
 
 
 async def purge(conn: psycopg.AsyncConnection, older_than_seconds: float) -> int:

@@ -13,11 +13,14 @@ from service.db import accounts as sql
 from service.db import events
 from service.db.ids import new_id
 from service.db.pool import Database
+from service.ledger import idempotency
 from service.ledger.errors import LedgerError, NotFound, VersionMismatch
+from service.ledger.idempotency import Claimed, IdempotencyClaim
 from service.ledger.vault import Vault
 from service.schemas import AccountCreate, AccountPatch
 
 MAX_METADATA_KEYS = 50
+_encode = msgspec.json.Encoder().encode
 _COL = {name: i for i, name in enumerate(sql.ACCOUNT_COLUMNS)}
 # A closed account is terminal; frozen accounts may be reactivated.
 _TRANSITIONS = {
@@ -28,14 +31,28 @@ _TRANSITIONS = {
 
 
 async def open_account(
-    db: Database, vault: Vault, tenant_id: uuid.UUID, spec: AccountCreate
-) -> tuple:
-    """Create an account with zero balances; returns its row (holder sealed)."""
+    db: Database,
+    vault: Vault,
+    tenant_id: uuid.UUID,
+    spec: AccountCreate,
+    claim: IdempotencyClaim | None = None,
+) -> tuple | Claimed:
+    """Create an account with zero balances; returns its row (holder sealed).
+
+    With a `claim`, its key is claimed in the same transaction: when another
+    request holds it or has answered it, nothing is created and the key's row
+    comes back as `Claimed`. The answer stored for the key is a reference to
+    the account (`opened_account_id` reads it), never the holder's data.
+    """
     account_id = new_id()
     holder = None
     if spec.holder is not None:
         holder = await vault.seal_holder(tenant_id, account_id, msgspec.to_builtins(spec.holder))
     async with db.connection() as conn, conn.transaction():
+        if claim is not None:
+            taken = await idempotency.claim_one(conn, tenant_id, claim)
+            if taken is not None:
+                return taken
         row = await sql.insert(
             conn,
             tenant_id,
@@ -47,7 +64,15 @@ async def open_account(
             spec.metadata,
         )
         await events.append(conn, tenant_id, "account.created", _event_data(row))
+        if claim is not None:
+            reference = _encode({"id": account_id}).decode()
+            await idempotency.store_reply(conn, tenant_id, claim, 201, reference)
     return row
+
+
+def opened_account_id(stored_body: str) -> uuid.UUID:
+    """The account an Idempotency-Key's stored answer (see open_account) names."""
+    return uuid.UUID(msgspec.json.decode(stored_body)["id"])
 
 
 async def reveal_holder(vault: Vault, tenant_id: uuid.UUID, row: tuple) -> tuple:

@@ -29,6 +29,7 @@ from service.db import transfers as sql
 from service.db.ids import new_id
 from service.db.pool import RETRYABLE, Database, DatabaseUnavailable
 from service.ledger.batcher import GroupCommit
+from service.ledger.idempotency import LEASE_SECONDS, Claimed, IdempotencyClaim
 
 log = logging.getLogger("tally.transfers")
 
@@ -43,10 +44,6 @@ _EVENT_TYPES = {
 }
 _STATUS_AFTER = {"post": "posted", "void": "voided", "expire": "expired"}
 _RETRIES = 3
-# How long a key claimed by a server of an earlier version (which committed
-# the claim before its work) waits before a retry of the same request may take
-# it over. This version's claims commit with the work, so never linger.
-LEASE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -73,23 +70,8 @@ class Settle:
     amount: int | None = None
 
 
-@dataclass(slots=True)
-class IdempotencyClaim:
-    client_id: uuid.UUID
-    key: str
-    request_hash: bytes
-
-
 Outcome = tuple[str | None, dict[str, Any] | None]
 """Per operation: (error code or None, the transfer as it stands after it)."""
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A request not applied because its key was taken: the key's row
-    (state, request_hash, response_status, response_body), to replay or refuse."""
-
-    existing: tuple
 
 
 @dataclass(slots=True)

@@ -54,3 +54,26 @@ async def test_optional_bodies_are_documented_as_optional(client):
         "POST /api/transfers/{id}/void",
         "POST /api/webhooks/{id}/rotate-secret",
     }
+
+
+async def test_the_writes_that_honour_idempotency_key_document_it(client):
+    doc = (await client.get("/openapi.json")).json()
+    documented = {
+        (method, path)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if any(p["name"] == "Idempotency-Key" for p in op.get("parameters", ()))
+    }
+    assert documented == {
+        ("post", "/api/accounts"),
+        ("post", "/api/transfers"),
+        ("post", "/api/transfers/batch"),
+        ("post", "/api/transfers/{id}/post"),
+        ("post", "/api/transfers/{id}/void"),
+    }
+    for method, path in documented:
+        op = doc["paths"][path][method]
+        header = next(p for p in op["parameters"] if p["name"] == "Idempotency-Key")
+        assert header["in"] == "header" and header["required"] is False
+        assert header["schema"]["maxLength"] == 255
+        assert {"400", "409"} <= set(op["responses"])

@@ -96,7 +96,7 @@ async def event_count(tenant) -> int:
 
 
 def fingerprint(path: str, body: dict[str, Any], kind: type = TransferCreate) -> bytes:
-    """The request hash the service stores (service/api/transfers.py:_fingerprint)."""
+    """The request hash the service stores (service/api/idempotency.py:_fingerprint)."""
     decoded = msgspec.json.decode(json.dumps(body).encode(), type=kind)
     return hashlib.sha256(path.encode() + b"\0" + msgspec.json.encode(decoded)).digest()
 
