@@ -7,8 +7,8 @@ TALLY_LOAD_CLIENTS, else TALLY_LOAD_CLIENT_ID / TALLY_LOAD_CLIENT_SECRET, else
 the dev client that `make run` keeps in .tally/dev-client.json.
 
 Each user is an API client that obtains a token and refreshes it before it
-expires (and on a 401), opens accounts (one without a floor that funds the
-others), moves money with Idempotency-Keys (retrying a failed attempt with the
+expires (and on a 401), opens accounts with Idempotency-Keys (one without a
+floor that funds the others), moves money with Idempotency-Keys (retrying a failed attempt with the
 same key, and sometimes replaying a completed one to check it answers the
 same), places holds and posts or voids them, and reads balances, statements
 and transfer lists. Answers the ledger is meant to give - 422 for a transfer
@@ -152,7 +152,9 @@ class LedgerClient(FastHttpUser):
 
     def open_account(self, name: str, overdraft: int | None) -> str | None:
         body = {"name": name, "currency": "USD", "overdraft_limit": overdraft}
-        data = self._call("POST", "/api/accounts", "/api/accounts [POST]", body=body)
+        # Keyed too: a retry after a 5xx or a lost answer opens no second account.
+        data = self._call("POST", "/api/accounts", "/api/accounts [POST]", body=body,
+                          key=str(uuid.uuid4()))  # fmt: skip
         if data is None:
             return None
         account_id = str(data["data"]["id"])
