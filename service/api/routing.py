@@ -55,7 +55,8 @@ class JsonBody(Response):
     """An encoded JSON body, answered with the headers Starlette's Response
     would send, in the same order, built directly: its init_headers looks the
     headers over again for every response (about 1 us). Not for 1xx, 204 or
-    304, which carry no body and so no Content-Length."""
+    304, which carry no body and so no Content-Length; `headers` never name
+    Content-Length or Content-Type, which it sets itself."""
 
     media_type = "application/json"
 
