@@ -289,8 +289,10 @@ async def sample_forever(pool: Any, interval: float = 1.0) -> None:
     another worker answers the scrape."""
     try:
         while True:
-            with contextlib.suppress(Exception):  # a gauge must never take the worker down
+            # A gauge must never take the worker down, nor one failure stop the other.
+            with contextlib.suppress(Exception):
                 sample_pool(pool.get_stats())
+            with contextlib.suppress(Exception):
                 flush_local()
             await asyncio.sleep(interval)
     finally:

@@ -208,6 +208,23 @@ async def test_the_sampler_flushes_every_period_and_once_more_when_stopped(monke
     assert calls.count("flush") == periodic + 1
 
 
+async def test_the_sampler_flushes_even_when_the_pool_cannot_say(monkeypatch):
+    flushed = asyncio.Event()
+    monkeypatch.setattr(metrics, "flush_local", flushed.set)
+
+    class BrokenPool:
+        def get_stats(self) -> dict[str, int]:
+            raise RuntimeError("pool closed")
+
+    sampler = asyncio.create_task(metrics.sample_forever(BrokenPool(), interval=0.01))
+    try:
+        await asyncio.wait_for(flushed.wait(), 5)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+
+
 def test_a_worker_flushes_its_counts_as_it_exits():
     metrics.flush_local()
     before = _exposed(DECISIONS, decision="limited", store="lease")
