@@ -38,14 +38,25 @@ class Claimed:
     existing: tuple
 
 
+async def claim_many(
+    conn: psycopg.AsyncConnection, claims: list[tuple[int, uuid.UUID, IdempotencyClaim]]
+) -> dict[int, tuple]:
+    """Claim keys for the current transaction, each given as (n, tenant_id, claim);
+    for each key NOT claimed, n mapped to its row (see db.idempotency.claim_batch)."""
+    keys = [
+        {"n": n, "t": tenant_id, "c": claim.client_id, "k": claim.key,
+         "h": claim.request_hash.hex()}
+        for n, tenant_id, claim in claims
+    ]  # fmt: skip
+    return await sql.claim_batch(conn, _encode(keys).decode(), LEASE_SECONDS)
+
+
 async def claim_one(
     conn: psycopg.AsyncConnection, tenant_id: uuid.UUID, claim: IdempotencyClaim
 ) -> Claimed | None:
     """Claim `claim`'s key for the current transaction; None when claimed, else
     the key's row (its request still running, or already answered)."""
-    key = {"n": 0, "t": tenant_id, "c": claim.client_id, "k": claim.key,
-           "h": claim.request_hash.hex()}  # fmt: skip
-    refused = await sql.claim_batch(conn, _encode([key]).decode(), LEASE_SECONDS)
+    refused = await claim_many(conn, [(0, tenant_id, claim)])
     return Claimed(refused[0]) if 0 in refused else None
 
 

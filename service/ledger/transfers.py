@@ -28,8 +28,9 @@ from service.db import idempotency as idem_sql
 from service.db import transfers as sql
 from service.db.ids import new_id
 from service.db.pool import RETRYABLE, Database, DatabaseUnavailable
+from service.ledger import idempotency
 from service.ledger.batcher import GroupCommit
-from service.ledger.idempotency import LEASE_SECONDS, Claimed, IdempotencyClaim
+from service.ledger.idempotency import Claimed, IdempotencyClaim
 
 log = logging.getLogger("tally.transfers")
 
@@ -275,7 +276,7 @@ class _Laps:
 async def _claim_keys(conn: psycopg.AsyncConnection, requests: list[Request]) -> dict[int, tuple]:
     """Claim the requests' idempotency keys; {request index: key row} for those
     that could not be claimed (the key is in use, or already answered)."""
-    keys: list[dict[str, Any]] = []
+    claims: list[tuple[int, uuid.UUID, IdempotencyClaim]] = []
     refused: dict[int, tuple] = {}
     first_hash: dict[tuple[uuid.UUID, uuid.UUID, str], bytes] = {}
     for index, r in enumerate(requests):
@@ -288,12 +289,9 @@ async def _claim_keys(conn: psycopg.AsyncConnection, requests: list[Request]) ->
             refused[index] = (idem_sql.IN_FLIGHT, first_hash[name], None, None)
             continue
         first_hash[name] = claim.request_hash
-        keys.append({
-            "n": index, "t": r.tenant_id, "c": claim.client_id, "k": claim.key,
-            "h": claim.request_hash.hex(),
-        })  # fmt: skip
-    if keys:
-        refused.update(await idem_sql.claim_batch(conn, _encode(keys).decode(), LEASE_SECONDS))
+        claims.append((index, r.tenant_id, claim))
+    if claims:
+        refused.update(await idempotency.claim_many(conn, claims))
     return refused
 
 
