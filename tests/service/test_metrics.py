@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -228,9 +228,88 @@ async def test_the_sampler_flushes_even_when_the_pool_cannot_say(monkeypatch):
 def test_a_worker_flushes_its_counts_as_it_exits():
     metrics.flush_local()
     before = _exposed(DECISIONS, decision="limited", store="lease")
+    latency_before = _exposed(REQUESTS, method="GET", route="/exit", status="200")
     metrics.count_rate_limit(False, "lease")
+    metrics.observe_request("GET", "/exit", 200, 0.003)
     metrics.worker_exited()
     assert _exposed(DECISIONS, decision="limited", store="lease") - before == 1
+    assert _exposed(REQUESTS, method="GET", route="/exit", status="200") - latency_before == 1
+
+
+# Every bound, just either side of each, and the extremes.
+_LATENCIES = sorted(
+    {0.0, 1e-9, 20.0, 1e9, float("inf")}
+    | {b for bound in metrics._LATENCY for b in (bound, bound * 0.999, bound * 1.001)}
+)
+
+
+@pytest.fixture(params=["memory", "files"])
+def value_class(request: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The histogram values of an in-process test ("memory") or of a granian worker."""
+    if request.param == "files":
+        monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+        cls = values.MultiProcessValue(process_identifier=metrics._cached_pid)
+    else:
+        cls = values.MutexValue
+    monkeypatch.setattr(values, "ValueClass", cls)
+    return request.param
+
+
+def _histogram_samples(histogram: Histogram, registry: CollectorRegistry, where: str) -> dict:
+    if where == "files":
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        found = samples(generate_latest(merged).decode())
+    else:
+        found = samples(generate_latest(registry).decode())
+    return {
+        k: v
+        for k, v in found.items()
+        if k[0].startswith(histogram._name) and not k[0].endswith("_created")
+    }
+
+
+def test_kept_latencies_flush_to_what_observe_would_have_counted(value_class):
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    kept = Histogram("kept_seconds", "x", ("r",), buckets=metrics._LATENCY, registry=ours)
+    observed = Histogram("observed_seconds", "x", ("r",), buckets=metrics._LATENCY, registry=theirs)
+    latencies = metrics._Latencies(kept.labels("a"))
+    previous: dict = {}
+    for round_ in range(2):  # a second flush adds to the first
+        for seconds in _LATENCIES:
+            for _ in range(round_ + 1):
+                latencies.observe(seconds)
+                observed.labels("a").observe(seconds)
+        before = _histogram_samples(kept, ours, value_class)
+        assert before == (previous or dict.fromkeys(before, 0.0)), "nothing before a flush"
+        latencies.flush()
+        latencies.flush()  # nothing new: adds nothing
+        got = _histogram_samples(kept, ours, value_class)
+        want = _histogram_samples(observed, theirs, value_class)
+        renamed = {
+            (name.replace("observed", "kept"), labels): v for (name, labels), v in want.items()
+        }
+        assert renamed == got
+        assert len(got) == len(metrics._LATENCY) + 1 + 2  # the buckets, +Inf, count, sum
+        previous = got
+
+
+async def test_request_latencies_wait_in_memory_until_a_scrape_flushes_them(client, tenant):
+    metrics.flush_local()
+    before = _exposed(REQUESTS, method="GET", route="/api/accounts", status="200")
+    r = await client.get("/api/accounts", headers=tenant.headers())
+    assert r.status_code == 200
+    assert _exposed(REQUESTS, method="GET", route="/api/accounts", status="200") == before
+    after = await scrape(client)
+    assert value(after, REQUESTS, method="GET", route="/api/accounts", status="200") == before + 1
+
+
+def test_past_the_label_bound_a_latency_goes_straight_to_the_histogram(monkeypatch):
+    monkeypatch.setattr(metrics, "MAX_LATENCY_LABELS", 0)
+    before = _exposed(REQUESTS, method="BREW", route="/pot", status="418")
+    metrics.observe_request("BREW", "/pot", 418, 0.002)
+    assert _exposed(REQUESTS, method="BREW", route="/pot", status="418") == before + 1
+    assert ("BREW", "/pot", 418) not in metrics._latencies
 
 
 async def test_in_flight_requests_are_counted_while_they_run():
@@ -287,7 +366,15 @@ def test_counts_add_up_across_two_granian_workers(database_url, redis_url, repo_
     try:
         wait_healthy(base, proc)
         sent = _spread_over_workers(base, prom)
-        # Whichever worker answers the scrape, it counts every worker's requests.
+        # Whichever worker answers the scrape, it counts every worker's requests:
+        # the other worker's as of its last flush, at most a second ago.
+        deadline = time.monotonic() + 10
+        while True:
+            found = samples(httpx.get(f"{base}/metrics", timeout=5).text)
+            if value(found, REQUESTS, method="GET", route="/readyz", status="200") == sent:
+                break
+            assert time.monotonic() < deadline, "the other worker's counts never arrived"
+            time.sleep(0.2)
         for _ in range(6):
             found = samples(httpx.get(f"{base}/metrics", timeout=5).text)
             assert value(found, REQUESTS, method="GET", route="/readyz", status="200") == sent
