@@ -1,0 +1,67 @@
+"""The `make bench` table's arithmetic: ratios, paired rounds and the SPEC verdicts
+(no server is started; the runs are given)."""
+
+from __future__ import annotations
+
+from benchmarks.http import harness
+from benchmarks.http.wrk import WrkResult
+
+
+def _run(rps: float, p99_ms: float = 5.0, errors: int = 0) -> WrkResult:
+    return WrkResult(int(rps * 10), 10.0, errors, 0, 1.0, p99_ms, 20.0, {})
+
+
+def _row(target: str, route: str, rps: float, p99_ms: float = 5.0) -> harness.Row:
+    return harness.Row(target, route, 64, rps, "req/s", 1.0, p99_ms, 0)
+
+
+def test_paired_rounds_give_medians_and_the_median_of_each_rounds_ratio():
+    b = [_run(40_000), _run(30_000), _run(35_000)]
+    c = [_run(19_000), _run(16_000, p99_ms=12), _run(17_000)]
+    bare, tally = harness.paired_rows(b, c, 64)
+    assert (bare.throughput, tally.throughput) == (35_000, 17_000)
+    assert tally.notes["rounds_ratio"] == [0.475, 0.533, 0.486]
+    assert round(tally.ratio, 3) == 0.486
+    assert tally.p99_ms == 5.0 and tally.meets_spec is False
+    assert bare.notes["rounds_req_s"] == [40_000, 30_000, 35_000]
+
+
+def test_a_paired_ratio_is_per_round_not_of_the_medians():
+    # Rounds 0.35, 0.52, 0.55: median 0.52; the medians' ratio would be 14,000 / 30,000.
+    b = [_run(40_000), _run(20_000), _run(30_000)]
+    c = [_run(14_000), _run(10_400), _run(16_500)]
+    bare, tally = harness.paired_rows(b, c, 64)
+    assert round(tally.ratio, 3) == 0.52
+    assert round(tally.throughput / bare.throughput, 3) == 0.467
+    assert tally.meets_spec is True
+
+
+def test_paired_verdict_needs_the_latency_and_no_errors():
+    b = [_run(30_000)] * 3
+    slow = harness.paired_rows(b, [_run(16_000, p99_ms=11)] * 3, 64)[1]
+    failing = harness.paired_rows(b, [_run(16_000, errors=1)] * 3, 64)[1]
+    assert slow.ratio > 0.5 and slow.meets_spec is False
+    assert failing.meets_spec is False
+
+
+def test_with_paired_rounds_the_single_row_gives_no_verdict():
+    rows = [
+        _row("(a) bare ASGI", "GET / (static JSON)", 50_000),
+        _row("(b) bare Starlette", harness.GET_ACCOUNT, 36_000),
+        _row("(c) Tally", harness.GET_ACCOUNT, 18_500),
+        *harness.paired_rows([_run(35_000)], [_run(16_000)], 64),
+    ]
+    harness.add_ratios(rows)
+    single, paired = rows[2], rows[4]
+    assert round(single.ratio, 3) == 0.514 and single.meets_spec is None
+    assert paired.meets_spec is False and round(paired.ratio, 3) == 0.457
+    assert rows[3].ratio is None  # the paired (b) is not set against (a), minutes apart
+
+
+def test_without_paired_rounds_the_single_row_gives_the_verdict():
+    rows = [
+        _row("(b) bare Starlette", harness.GET_ACCOUNT, 36_000),
+        _row("(c) Tally", harness.GET_ACCOUNT, 18_500),
+    ]
+    harness.add_ratios(rows)
+    assert rows[1].spec == harness.GET_SPEC and rows[1].meets_spec is True
