@@ -65,3 +65,14 @@ def test_without_paired_rounds_the_single_row_gives_the_verdict():
     ]
     harness.add_ratios(rows)
     assert rows[1].spec == harness.GET_SPEC and rows[1].meets_spec is True
+
+
+def test_a_later_run_the_same_day_does_not_overwrite_the_first(tmp_path):
+    from datetime import UTC, datetime
+
+    started = datetime(2026, 11, 25, 2, 51, tzinfo=UTC)
+    first = harness.result_path(started, quick=False, results=tmp_path)
+    assert first.name == "2026-11-25.json"
+    first.write_text("{}")
+    assert harness.result_path(started, False, tmp_path).name == "2026-11-25-0251.json"
+    assert harness.result_path(started, True, tmp_path).name == "2026-11-25-quick.json"

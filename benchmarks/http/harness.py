@@ -355,6 +355,17 @@ def table(rows: list[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def result_path(started: datetime, quick: bool, results: Path = RESULTS) -> Path:
+    """results/<date>.json (quick: <date>-quick.json); a later run the same day
+    gets its start time too (<date>-<HHMM>.json), never overwriting a kept one."""
+    day = started.strftime("%Y-%m-%d")
+    suffix = "-quick" if quick else ""
+    path = results / f"{day}{suffix}.json"
+    if path.exists():
+        path = results / f"{day}-{started:%H%M}{suffix}.json"
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs: done in < 2 minutes")
@@ -450,8 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     add_ratios(rows)
     print()
     print(table(rows, meta))
-    day = started.strftime("%Y-%m-%d")
-    out = args.output or RESULTS / (f"{day}-quick.json" if args.quick else f"{day}.json")
+    out = args.output or result_path(started, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     print(f"\nwritten to {out} ({meta['duration_s']:.0f} s)")
