@@ -3,10 +3,19 @@
 (b) returns what `GET /api/accounts/{id}` returns, encoded by msgspec, with no
 authentication, rate limiting, database or middleware: the ceiling a
 Starlette route can reach on these granian settings.
+
+`starlette_read` is a diagnostic, not a baseline of the table: (b) plus
+Tally's own coalesced account read (`python -m benchmarks.http.cpu --target
+read`), the ceiling of any route that reads the account from PostgreSQL,
+before Tally's authentication, rate limiting, metrics and middleware.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -57,3 +66,37 @@ async def _account(request: Request) -> Response:
 def bare_starlette() -> Starlette:
     """(b): one Starlette route returning msgspec-encoded JSON (a granian factory)."""
     return Starlette(routes=[Route("/api/accounts/{id}", _account)])
+
+
+READ_DATABASE_ENV = "TALLY_BENCH_READ_DATABASE_URL"
+READ_TENANT_ENV = "TALLY_BENCH_READ_TENANT"
+
+
+def starlette_read() -> Starlette:
+    """(b) with the account read from PostgreSQL as Tally reads it (coalesced) and
+    Tally's collector settings, for the tenant and database the environment names
+    (a granian factory)."""
+    from fastpath import codec
+    from service.app import _tune_gc
+    from service.db.pool import Database
+    from service.ledger.accounts import AccountReader, get_account
+
+    db = Database(os.environ[READ_DATABASE_ENV])
+    reader = AccountReader(db)
+    tenant_id = uuid.UUID(os.environ[READ_TENANT_ENV])
+
+    async def account(request: Request) -> Response:
+        if request.path_params["id"] == "probe":  # the harness's health check
+            return Response(b"{}", media_type="application/json")
+        row = await get_account(reader, tenant_id, uuid.UUID(request.path_params["id"]))
+        body = _encode({"data": codec.account_to_dict(row, False)})
+        return Response(body, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.open()
+        _tune_gc()  # Tally's garbage-collector settings: the same tail latency
+        yield
+        await db.close()
+
+    return Starlette(routes=[Route("/api/accounts/{id}", account)], lifespan=lifespan)

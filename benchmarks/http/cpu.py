@@ -1,6 +1,6 @@
 """Where the machine's CPU goes per request: every thread and process, under wrk load.
 
-    python -m benchmarks.http.cpu [--target tally|starlette] [--script get_account]
+    python -m benchmarks.http.cpu [--target tally|starlette|read] [--script get_account]
         [--connections 64] [--seconds 8]
 
 Serves Tally (or the bare Starlette baseline of `make bench`, with the same
@@ -17,7 +17,9 @@ Unlike a sampling profiler, nothing is paused and nothing is inferred: py-spy
 with `--native` reports granian's spinning runtime threads (sched_yield) as a
 third of the samples, while their measured CPU time is about a sixth of the
 workers'. Compare a Tally row with a `--target starlette` row to see which
-part grows with Tally's work.
+part grows with Tally's work, and with `--target read` (the bare route plus
+Tally's coalesced account read, nothing else) to see what the read costs and
+what the rest of Tally adds to it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.http import stack, wrk
+from benchmarks.http import apps, stack, wrk
 
 _HZ = os.sysconf("SC_CLK_TCK")
 
@@ -137,7 +139,7 @@ def measure(port: int, server_pid: int, script: str, args: Callable[[str], list[
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http.cpu",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
-    parser.add_argument("--target", choices=["tally", "starlette"], default="tally")
+    parser.add_argument("--target", choices=["tally", "starlette", "read"], default="tally")
     parser.add_argument(
         "--script",
         default="get_account",
@@ -164,6 +166,14 @@ def main() -> None:
             (tenant,) = stack.setup_tenant(url, 10_000, rate_limit=10**9, burst=10**9)
             ids.write("\n".join(tenant.accounts) + "\n")
             ids.flush()
+            if args.target == "read":
+                if args.script != "get_account":
+                    parser.error("--target read serves get_account only")
+                env = {apps.READ_DATABASE_ENV: url, apps.READ_TENANT_ENV: tenant.tenant_id}
+                with stack.baseline("read", args.workers, **env) as (port, pid):
+                    measure(port, pid, "get_account", lambda _: ["x", ids.name],
+                            args.connections, args.seconds)  # fmt: skip
+                return
             env = dict(kv.split("=", 1) for kv in args.tally_env)
             with stack.tally(url, redis_url, args.workers, **env) as (port, pid):
                 batch = "100" if args.script == "post_batch" else "1"

@@ -18,6 +18,7 @@ from unittest import mock
 TARGETS = {
     "asgi": ("benchmarks.http.apps:bare_asgi", False),
     "starlette": ("benchmarks.http.apps:bare_starlette", True),
+    "read": ("benchmarks.http.apps:starlette_read", True),
 }
 
 

@@ -182,12 +182,13 @@ def running(argv: list[str], env: dict[str, str], health_url: str) -> Iterator[i
 
 
 @contextmanager
-def baseline(name: str, workers: int) -> Iterator[tuple[int, int]]:
-    """A baseline app ("asgi" or "starlette") under granian: yields (port, pid)."""
+def baseline(name: str, workers: int, **env_extra: str) -> Iterator[tuple[int, int]]:
+    """A baseline app ("asgi", "starlette" or "read") under granian: yields (port, pid)."""
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.http.serve", name, str(port), str(workers)]
     probe = "/" if name == "asgi" else "/api/accounts/probe"
-    with running(argv, dict(os.environ), f"http://127.0.0.1:{port}{probe}") as pid:
+    env = {**os.environ, **env_extra}
+    with running(argv, env, f"http://127.0.0.1:{port}{probe}") as pid:
         yield port, pid
 
 
