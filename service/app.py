@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.middleware import Middleware
 
 from service import metrics, openapi, orphans
@@ -48,6 +49,24 @@ ENDPOINTS: list[Endpoint] = [
 ]
 # Routed first (see build_routes): the reads and the writes most requests make.
 BUSIEST_PATHS = ("/api/accounts/{id}", "/api/transfers", "/api/transfers/{id}")
+
+
+class _AppState(State):
+    """Starlette's `State`, each value also kept as a plain attribute.
+
+    The request path reads its services from `request.app.state` (tokens,
+    clients, limiter, accounts: four reads a `GET`); a plain attribute is
+    found by the normal lookup, where `State` answers through its Python
+    `__getattr__` (about 0.4 us a read).
+    """
+
+    def __setattr__(self, key: str, value: object) -> None:
+        super().__setattr__(key, value)
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        super().__delattr__(key)
+        object.__delattr__(self, key)
 
 
 _gc_tuned = False
@@ -136,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # No redirect to "the same path with a slash": it would echo the Host header.
     app.router.redirect_slashes = False
+    app.state = _AppState()
     app.state.settings = settings
     app.state.usage = usage
     app.state.db = Database(
