@@ -12,7 +12,8 @@ time left idle while it ran (0 %: CPU-bound; well above: something waits).
 
 Last, `--pairs` rounds (3; quick: none) measure `GET /api/accounts/{id}` at 64
 connections on (b) and on (c) back to back, both servers up and only one
-driven at a time, in alternating order (b c, c b, ...). This machine's speed
+driven at a time, in alternating order (b c, c b, ...), after a warm-up of
+three times the usual on each. This machine's speed
 drifts by up to a third within minutes, so the ratio of two rows measured
 minutes apart is partly drift; the median of the paired rounds' ratios is the
 SPEC verdict when they run.
@@ -246,6 +247,11 @@ def run_pairs(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
                 "b": (f"http://127.0.0.1:{b_port}", lambda: ["x", ids.name]),
                 "c": (f"http://127.0.0.1:{c_port}", lambda: [token, ids.name, "1", "-"]),
             }
+            # A fresh Tally serves slower for its first 10 s or so (pools filling,
+            # statements prepared per connection, caches): warm both up first.
+            for url_, wrk_args in targets.values():
+                _settle(wrk.run(url_, "get_account", seconds=3 * args.warmup, args=wrk_args(),
+                                connections=conns))  # fmt: skip
             for round_ in range(args.pairs):
                 for name in ("b", "c") if round_ % 2 == 0 else ("c", "b"):
                     print(f"    round {round_ + 1} ({name})", end="", flush=True)
