@@ -190,9 +190,10 @@ def build_routes(endpoints: list[Endpoint], first: tuple[str, ...] = ()) -> list
 class _Endpoint:
     """A handler as its route's ASGI app: Starlette's `request_response`
     without its own exception wrapper. That wrapper wraps `send` once more
-    for every request (about 1.5 us) to do what the app's ExceptionMiddleware,
-    around the router, does anyway: an exception raised before the response
-    starts goes to the app's exception handlers, and after, on up.
+    for every request (about 1.5 us) to do what the app's error boundary
+    (RequestContext, service.middleware) does anyway: an exception raised
+    before the response starts goes to the app's exception handlers, and
+    after, on up.
 
     A class, not a function: Starlette's Route takes a function for
     `request_response` and any other callable as an ASGI app."""
