@@ -17,8 +17,9 @@ from service.logs import REQUEST_ID
 
 log = logging.getLogger("tally.http")
 
-_CLIENT_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+_CLIENT_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 _BATCH_PATHS = ("/api/transfers/batch",)
 
 
@@ -118,7 +119,10 @@ class RequestContext:
                     log.exception("exception handler failed in request %s", request_id_text)
                     answer = None
                 if answer is not None:
-                    await answer(scope, limited_receive, send_with_id)
+                    try:
+                        await answer(scope, limited_receive, send_with_id)
+                    except Exception:  # e.g. the client has gone: as for any answer
+                        log.exception("unhandled error in request %s", request_id_text)
                     return
             log.exception("unhandled error in request %s", request_id_text)
             if not started:

@@ -162,3 +162,21 @@ def test_tallys_app_has_no_exception_middleware_of_starlettes(settings):
     assert context.handlers == EXCEPTION_HANDLERS
     assert context.app is app.router
     assert not isinstance(context.app, ExceptionMiddleware)
+
+
+async def test_a_failure_sending_the_handlers_answer_is_logged_not_raised(caplog):
+    caplog.set_level(logging.ERROR, "tally.http")
+
+    async def send(message: dict) -> None:
+        raise OSError("the client has gone")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/api/error", "raw_path": b"/api/error",
+             "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
+    app = RequestContext(_app().router, 100, 100, handlers=EXCEPTION_HANDLERS)
+    await app(scope, receive, send)
+    assert "unhandled error in request" in caplog.text
+    assert "the client has gone" in caplog.text
