@@ -30,7 +30,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,58 +169,67 @@ def run_baselines(args: argparse.Namespace, ids_file: str) -> list[Row]:
     return rows
 
 
-def run_tally(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[Row]:
+@contextmanager
+def _tally_serving(admin_url: str, redis_url: str, args: argparse.Namespace,
+                   database: str) -> Iterator[tuple[int, str, str]]:  # fmt: skip
+    """Tally on a fresh database `database` holding the bench tenant: yields
+    (port, the file of the tenant's account ids for wrk, a bearer token)."""
     from service.db.migrate import migrate
 
-    rows = []
-    with stack.fresh_database(admin_url, "tally_bench") as url:
+    with stack.fresh_database(admin_url, database) as url:
         migrate(url)
         # A bucket too big to refuse: every request still takes its token from Redis.
         (tenant,) = stack.setup_tenant(url, args.accounts, rate_limit=10**9, burst=10**9)
         env = dict(kv.split("=", 1) for kv in args.tally_env)
-        print(f"(c) Tally ({args.workers} granian workers{', ' + str(env) if env else ''}):",
-              flush=True)  # fmt: skip
         with stack.tally(url, redis_url, args.workers, **env) as (port, _), \
                 tempfile.NamedTemporaryFile("w", suffix=".ids") as ids:  # fmt: skip
             ids.write("\n".join(tenant.accounts) + "\n")
             ids.flush()
-            token = stack.token(port, tenant)
-            base = f"http://127.0.0.1:{port}"
+            yield port, ids.name, stack.token(port, tenant)
 
-            # Every wrk run gets its own Idempotency-Key prefix: no key is ever reused.
-            def wrk_args(batch: int = 1) -> Callable[[], list[str]]:
-                return lambda: [token, ids.name, str(batch), secrets.token_hex(6)]
 
-            plan = [
-                (GET_ACCOUNT, "get_account", 1, "req/s"),
-                (POST_TRANSFER, "post_transfer", 1, "transfers/s"),
-                (LIST_TRANSFERS, "list_transfers", 1, "req/s"),
-                (POST_BATCH, "post_batch", args.batch_size, "transfers/s"),
-            ]
-            for route, script, per_request, unit in plan:
-                if args.scripts and script not in args.scripts:
-                    continue
-                for conns in args.connections:
-                    # A batch of 100 per connection at 256 connections takes seconds to
-                    # answer: measure it long enough for answers to come back.
-                    seconds = max(args.seconds, 10) if per_request > 1 else None
-                    writes = script.startswith("post")
-                    r = _measure(base, script, conns, args, wrk_args(per_request),
-                                 seconds=seconds, count_statuses=writes)  # fmt: skip
-                    row = _http_row("(c) Tally", route, conns, r, per_request=per_request,
-                                    unit=unit)  # fmt: skip
-                    if per_request > 1:
-                        row.notes["batch_size"] = per_request
-                        row.notes["requests_per_s"] = r.ok_rps
-                    rows.append(row)
-            if args.many_connections:
-                conns = args.many_connections
-                # Opening thousands of connections takes a while: measure for longer.
-                r = _measure(base, "get_account", conns, args, wrk_args(),
-                             seconds=max(args.seconds, 10), count_statuses=True)  # fmt: skip
-                row = _http_row("(c) Tally", GET_ACCOUNT, conns, r)
-                row.spec, row.meets_spec = "0 errors", r.errors == 0
+def run_tally(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[Row]:
+    rows = []
+    env = dict(kv.split("=", 1) for kv in args.tally_env)
+    print(f"(c) Tally ({args.workers} granian workers{', ' + str(env) if env else ''}):",
+          flush=True)  # fmt: skip
+    with _tally_serving(admin_url, redis_url, args, "tally_bench") as (port, ids, token):
+        base = f"http://127.0.0.1:{port}"
+
+        # Every wrk run gets its own Idempotency-Key prefix: no key is ever reused.
+        def wrk_args(batch: int = 1) -> Callable[[], list[str]]:
+            return lambda: [token, ids, str(batch), secrets.token_hex(6)]
+
+        plan = [
+            (GET_ACCOUNT, "get_account", 1, "req/s"),
+            (POST_TRANSFER, "post_transfer", 1, "transfers/s"),
+            (LIST_TRANSFERS, "list_transfers", 1, "req/s"),
+            (POST_BATCH, "post_batch", args.batch_size, "transfers/s"),
+        ]
+        for route, script, per_request, unit in plan:
+            if args.scripts and script not in args.scripts:
+                continue
+            for conns in args.connections:
+                # A batch of 100 per connection at 256 connections takes seconds to
+                # answer: measure it long enough for answers to come back.
+                seconds = max(args.seconds, 10) if per_request > 1 else None
+                writes = script.startswith("post")
+                r = _measure(base, script, conns, args, wrk_args(per_request),
+                             seconds=seconds, count_statuses=writes)  # fmt: skip
+                row = _http_row("(c) Tally", route, conns, r, per_request=per_request,
+                                unit=unit)  # fmt: skip
+                if per_request > 1:
+                    row.notes["batch_size"] = per_request
+                    row.notes["requests_per_s"] = r.ok_rps
                 rows.append(row)
+        if args.many_connections:
+            conns = args.many_connections
+            # Opening thousands of connections takes a while: measure for longer.
+            r = _measure(base, "get_account", conns, args, wrk_args(),
+                         seconds=max(args.seconds, 10), count_statuses=True)  # fmt: skip
+            row = _http_row("(c) Tally", GET_ACCOUNT, conns, r)
+            row.spec, row.meets_spec = "0 errors", r.errors == 0
+            rows.append(row)
     return rows
 
 
@@ -227,36 +237,26 @@ def run_pairs(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
     """`args.pairs` rounds of GET account at 64 connections on (b), then (c),
     back to back (alternating which goes first): a (b) and a (c) summary row,
     each the median of its runs, with every run in the notes."""
-    from service.db.migrate import migrate
-
     conns = 64
     print(f"(b) and (c) paired, GET /api/accounts/{{id}} -c {conns}, {args.pairs} rounds:",
           flush=True)  # fmt: skip
     runs: dict[str, list[wrk.WrkResult]] = {"b": [], "c": []}
-    with stack.fresh_database(admin_url, "tally_pairs") as url:
-        migrate(url)
-        (tenant,) = stack.setup_tenant(url, args.accounts, rate_limit=10**9, burst=10**9)
-        env = dict(kv.split("=", 1) for kv in args.tally_env)
-        with stack.baseline("starlette", args.workers) as (b_port, _), \
-                stack.tally(url, redis_url, args.workers, **env) as (c_port, _), \
-                tempfile.NamedTemporaryFile("w", suffix=".ids") as ids:  # fmt: skip
-            ids.write("\n".join(tenant.accounts) + "\n")
-            ids.flush()
-            token = stack.token(c_port, tenant)
-            targets = {
-                "b": (f"http://127.0.0.1:{b_port}", lambda: ["x", ids.name]),
-                "c": (f"http://127.0.0.1:{c_port}", lambda: [token, ids.name, "1", "-"]),
-            }
-            # A fresh Tally serves slower for its first 10 s or so (pools filling,
-            # statements prepared per connection, caches): warm both up first.
-            for url_, wrk_args in targets.values():
-                _settle(wrk.run(url_, "get_account", seconds=3 * args.warmup, args=wrk_args(),
-                                connections=conns))  # fmt: skip
-            for round_ in range(args.pairs):
-                for name in ("b", "c") if round_ % 2 == 0 else ("c", "b"):
-                    print(f"    round {round_ + 1} ({name})", end="", flush=True)
-                    url_, wrk_args = targets[name]
-                    runs[name].append(_measure(url_, "get_account", conns, args, wrk_args))
+    with _tally_serving(admin_url, redis_url, args, "tally_pairs") as (c_port, ids, token), \
+            stack.baseline("starlette", args.workers) as (b_port, _):  # fmt: skip
+        targets = {
+            "b": (f"http://127.0.0.1:{b_port}", lambda: ["x", ids]),
+            "c": (f"http://127.0.0.1:{c_port}", lambda: [token, ids, "1", "-"]),
+        }
+        # A fresh Tally serves slower for its first 10 s or so (pools filling,
+        # statements prepared per connection, caches): warm both up first.
+        for url_, wrk_args in targets.values():
+            _settle(wrk.run(url_, "get_account", seconds=3 * args.warmup, args=wrk_args(),
+                            connections=conns))  # fmt: skip
+        for round_ in range(args.pairs):
+            for name in ("b", "c") if round_ % 2 == 0 else ("c", "b"):
+                print(f"    round {round_ + 1} ({name})", end="", flush=True)
+                url_, wrk_args = targets[name]
+                runs[name].append(_measure(url_, "get_account", conns, args, wrk_args))
     return paired_rows(runs["b"], runs["c"], conns)
 
 
@@ -294,6 +294,7 @@ def add_ratios(rows: list[Row]) -> None:
     by = {(r.target, r.route, r.connections): r for r in rows}
     pg_tpcb = max((r for r in rows if r.target == "pgbench" and "tpcb" in r.route),
                   key=lambda r: r.throughput, default=None)  # fmt: skip
+    paired = any(r.route == GET_ACCOUNT_PAIRED and r.meets_spec is not None for r in rows)
     for row in rows:
         if row.target == "(b) bare Starlette" and row.route == GET_ACCOUNT:
             base = by.get(("(a) bare ASGI", "GET / (static JSON)", row.connections))
@@ -307,7 +308,6 @@ def add_ratios(rows: list[Row]) -> None:
             if base and base.throughput:
                 row.baseline = f"(b) -c {row.connections}"
                 row.ratio = row.throughput / base.throughput
-            paired = any(r.route == GET_ACCOUNT_PAIRED and r.meets_spec is not None for r in rows)
             if row.route == GET_ACCOUNT and row.connections == 64 and row.ratio is not None:
                 if paired:
                     row.spec = "verdict: paired row"
