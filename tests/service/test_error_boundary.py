@@ -73,6 +73,13 @@ def _app() -> _Tally:
     )
 
 
+def _scope(path: str) -> dict:
+    """A GET of `path`, for calling the app directly."""
+    return {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
+            "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
+
+
 def _client() -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://t")
@@ -140,9 +147,7 @@ async def test_an_error_after_the_response_started_sends_nothing_more(caplog):
         await never.wait()  # the client stays connected (StreamingResponse listens)
         return {"type": "http.disconnect"}
 
-    scope = {"type": "http", "method": "GET", "path": "/api/late", "raw_path": b"/api/late",
-             "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
-             "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
+    scope = _scope("/api/late")
     await _app()(scope, receive, send)
     starts = [m for m in sent if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [200]
@@ -173,9 +178,7 @@ async def test_a_failure_sending_the_handlers_answer_is_logged_not_raised(caplog
     async def receive() -> dict:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    scope = {"type": "http", "method": "GET", "path": "/api/error", "raw_path": b"/api/error",
-             "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
-             "server": ("t", 80), "client": ("c", 1), "root_path": ""}  # fmt: skip
+    scope = _scope("/api/error")
     app = RequestContext(_app().router, 100, 100, handlers=EXCEPTION_HANDLERS)
     await app(scope, receive, send)
     assert "unhandled error in request" in caplog.text
