@@ -67,6 +67,11 @@ class Row:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def _meets_get_spec(row: Row) -> bool:
+    """GET_SPEC: at least 0.50x (b), with p99 at most 10 ms."""
+    return row.ratio is not None and row.ratio >= 0.5 and (row.p99_ms or 0) <= 10
+
+
 def _machine() -> dict[str, Any]:
     model = "?"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -285,7 +290,7 @@ def paired_rows(b: list[wrk.WrkResult], c: list[wrk.WrkResult], conns: int) -> l
         tally.ratio = statistics.median(ratios)
         tally.notes["rounds_ratio"] = [round(x, 3) for x in ratios]
         tally.spec = GET_SPEC
-        tally.meets_spec = tally.ratio >= 0.5 and (tally.p99_ms or 0) <= 10 and not tally.errors
+        tally.meets_spec = _meets_get_spec(tally) and not tally.errors
     return rows
 
 
@@ -313,7 +318,7 @@ def add_ratios(rows: list[Row]) -> None:
                     row.spec = "verdict: paired row"
                 else:
                     row.spec = GET_SPEC
-                    row.meets_spec = row.ratio >= 0.5 and (row.p99_ms or 0) <= 10
+                    row.meets_spec = _meets_get_spec(row)
         elif row.route in (POST_TRANSFER, POST_BATCH) and pg_tpcb and pg_tpcb.throughput:
             row.baseline = f"pgbench tpcb-like -c {pg_tpcb.connections}"
             row.ratio = row.throughput / pg_tpcb.throughput
