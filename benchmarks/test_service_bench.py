@@ -173,7 +173,7 @@ def test_encode_transfer(benchmark: Any) -> None:
     ids=["stdlib_uuid4", "uuid_utils_uuid4"],
 )
 def test_request_id(benchmark: Any, make_id: Any) -> None:
-    """A request id for a request that brings none (RequestContext uses uuid_utils:
+    """A request id for a request that brings none (the Envelope uses uuid_utils:
     the standard library's uuid4 makes a system call for its random bits)."""
     benchmark.group = "request id"
     assert len(benchmark(make_id)) == 32

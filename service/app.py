@@ -13,14 +13,13 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.middleware import Middleware
-from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
 from service import metrics, openapi, orphans
 from service.api import accounts, auth, events, ops, statements, transfers, webhooks
 from service.api import docs as api_docs
 from service.api import usage as api_usage
-from service.api.routing import Endpoint, build_routes
+from service.api.routing import Endpoint, build_routes, direct_routes
 from service.auth.clients import ClientDirectory
 from service.auth.tokens import TokenService
 from service.config import ConfigError, Settings
@@ -31,8 +30,7 @@ from service.ledger.accounts import AccountReader
 from service.ledger.statements import EntryReader
 from service.ledger.transfers import TransferEngine, TransferReader
 from service.ledger.vault import Vault
-from service.metrics import Telemetry
-from service.middleware import RequestContext
+from service.middleware import Envelope
 from service.ratelimit import RateLimiter
 from service.tasks import cancel_and_wait
 from service.usage import UsageRecorder
@@ -51,6 +49,9 @@ ENDPOINTS: list[Endpoint] = [
 ]
 # Routed first (see build_routes): the reads and the writes most requests make.
 BUSIEST_PATHS = ("/api/accounts/{id}", "/api/transfers", "/api/transfers/{id}")
+# Answered by the Envelope without the router (service.middleware.DirectRoute):
+# the read that latency-sensitive clients make most.
+DIRECT = ("GET /api/accounts/{id}",)
 
 
 class _AppState(State):
@@ -72,19 +73,19 @@ class _AppState(State):
 
 
 class _Tally(Starlette):
-    """Starlette, without the ExceptionMiddleware it puts around the router.
+    """Starlette, with its middleware (the Envelope) straight around the router.
 
-    RequestContext is the error boundary (service.middleware): it answers an
-    exception a route raises with the same handlers, so Starlette's layer
-    only cost every request one more `send` wrapper and Request (about 2 us).
-    ServerErrorMiddleware stays outermost, as Starlette builds it.
+    Starlette would put its ServerErrorMiddleware outside and its
+    ExceptionMiddleware inside the user's middleware: the Envelope does both
+    jobs (service.middleware), and each of those layers would cost every
+    request another `send` wrapper.
     """
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = self.router
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return ServerErrorMiddleware(app, debug=self.debug)
+        return app
 
 
 _gc_tuned = False
@@ -157,16 +158,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.redis.aclose()
 
     usage = UsageRecorder()
+    routes = build_routes(ENDPOINTS, first=BUSIEST_PATHS)
     app = _Tally(
-        routes=build_routes(ENDPOINTS, first=BUSIEST_PATHS),
+        routes=routes,
         middleware=[
-            # Outermost: sees the final status of every response.
-            Middleware(Telemetry, usage=usage),
             Middleware(
-                RequestContext,
+                Envelope,
                 max_body=settings.max_body_bytes,
                 max_batch_body=settings.max_batch_body_bytes,
                 handlers=EXCEPTION_HANDLERS,
+                usage=usage,
+                direct=direct_routes(ENDPOINTS, routes, DIRECT),
             ),
         ],
         lifespan=lifespan,

@@ -1,8 +1,8 @@
 """Structured logs: one JSON object per line, carrying the request id.
 
-`RequestContext` puts each request's id in `REQUEST_ID` (a contextvar, so
-tasks started by the request inherit it); the formatter adds it to every
-record logged while the request runs. `TALLY_LOG_FORMAT=text` gives the
+The Envelope (service.middleware) puts each request's id in `REQUEST_ID` (a
+contextvar, so tasks started by the request inherit it); the formatter adds it
+to every record logged while the request runs. `TALLY_LOG_FORMAT=text` gives the
 plain format for a terminal.
 """
 

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"
@@ -313,7 +312,7 @@ def flush_local() -> None:
 def _child(metric: Any, *values: str) -> Any:
     """`metric.labels(*values)`, looked up once: `labels()` checks and converts
     its arguments on every call (about 1 us). Only for label values the code
-    chooses (bounded); Telemetry keeps its own, bounded, table for routes."""
+    chooses (bounded); the request path keeps its own, bounded, table for routes."""
     key = (metric, values)
     child = _children.get(key)
     if child is None:
@@ -372,41 +371,17 @@ def route_label(scope: Scope) -> str:
 _templates: dict[str, str] = {}
 
 
-class Telemetry:
-    """Outermost ASGI middleware: latency histogram, in-flight count, usage counts.
+def request_started() -> None:
+    """An HTTP request came in (the in-flight gauge, flushed by flush_local())."""
+    global _in_flight
+    _in_flight += 1
 
-    It sits outside RequestContext so it sees the final status of every
-    response, the 413s and last-resort 500s included. `usage` (optional) gets
-    `record(state, method, route, status)` for each finished request.
-    """
 
-    def __init__(self, app: ASGIApp, usage: Any = None) -> None:
-        self.app = app
-        self.usage = usage
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        global _in_flight
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        _in_flight += 1
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            _in_flight -= 1
-            route = route_label(scope)
-            observe_request(scope["method"], route, status, time.perf_counter() - started)
-            if self.usage is not None:
-                self.usage.record(scope.get("state"), scope["method"], route, status)
+def request_finished(method: str, route: str, status: int, seconds: float) -> None:
+    """An HTTP request was answered: out of the in-flight count, and its latency."""
+    global _in_flight
+    _in_flight -= 1
+    observe_request(method, route, status, seconds)
 
 
 def metrics_response_body() -> tuple[bytes, str]:

@@ -16,8 +16,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from fastpath import codec
-from service.auth.tokens import InvalidToken, Principal
+from service.auth.tokens import InvalidToken, Principal, UnknownSigningKey
 from service.errors import ApiError, forbidden, unauthenticated
+from service.middleware import DirectRoute
 
 _encode = msgspec.json.Encoder().encode
 
@@ -67,14 +68,16 @@ class JsonBody(Response):
         self.status_code = status
         self.background = None
         self.body = body
-        raw = (
-            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-            if headers
-            else []
-        )
-        raw.append((b"content-length", str(len(body)).encode()))
-        raw.append((b"content-type", b"application/json"))
+        raw = []
+        if headers:
+            for name, value in headers.items():
+                raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        raw.append((b"content-length", b"%d" % len(body)))
+        raw.append(_JSON_TYPE)
         self.raw_headers = raw
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -97,16 +100,27 @@ def _header(request: Request, name: bytes) -> str | None:
     return None
 
 
+def _bearer(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for another scheme."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if token and scheme.lower() == "bearer" else None
+
+
 async def principal_of(request: Request) -> Principal:
     """Verify the bearer token on `request` (401 on any failure)."""
     header = _header(request, b"authorization")
     if not header:
         raise unauthenticated()
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = _bearer(header)
+    if token is None:
         raise unauthenticated("Use the Authorization: Bearer <token> scheme.")
+    tokens = request.app.state.tokens
     try:
-        return await request.app.state.tokens.verify_async(token.strip())
+        try:
+            return tokens.verify(token)  # a known token: no coroutine to run
+        except UnknownSigningKey:
+            return await tokens.verify_async(token)
     except InvalidToken:
         raise unauthenticated("The token is invalid or expired.") from None
 
@@ -120,7 +134,8 @@ async def limit(request: Request, bucket: str, rate: float, burst: int) -> None:
 
     The RateLimit-* headers go on the response whatever it turns out to be.
     """
-    decision = await request.app.state.limiter.take(bucket, rate, burst)
+    limiter = request.app.state.limiter
+    decision = limiter.take_leased(bucket, rate, burst) or await limiter.take(bucket, rate, burst)
     request.scope.setdefault("state", {})["ratelimit"] = decision.headers()
     if not decision.allowed:
         raise ApiError(
@@ -135,7 +150,7 @@ async def authorize(request: Request, scope: str) -> Principal:
     state = request.app.state
     try:
         principal = await principal_of(request)
-        # Usage is counted per client: the telemetry middleware reads this.
+        # Usage is counted per client: the Envelope reads this.
         request.scope.setdefault("state", {})["principal"] = principal
     except ApiError:
         # Unauthenticated callers share a bucket per source address, so
@@ -144,7 +159,8 @@ async def authorize(request: Request, scope: str) -> Principal:
         await limit(request, f"ip:{client_address(request)}", settings.auth_rate_limit * 10,
                     settings.auth_rate_burst * 10)  # fmt: skip
         raise
-    policy = await state.clients.policy(principal.client_id)
+    clients = state.clients
+    policy = clients.cached(principal.client_id) or await clients.policy(principal.client_id)
     if not policy.active:
         raise unauthenticated("The client of this token has been revoked.")
     await limit(request, f"client:{principal.client_id}", policy.rate, policy.burst)
@@ -153,9 +169,37 @@ async def authorize(request: Request, scope: str) -> Principal:
     return principal
 
 
+def _authorized_now(request: Request, scope: str) -> Principal | None:
+    """What `authorize` returns when it needs no I/O and lets the request
+    through: a token verified before, its client's policy cached and active,
+    a token of the client's bucket leased to this worker, and the scope held.
+    Otherwise None, with nothing taken or changed: `authorize` then takes the
+    same steps in the same order and answers every case."""
+    header = _header(request, b"authorization")
+    token = _bearer(header) if header else None
+    if token is None:
+        return None
+    state = request.app.state
+    principal = state.tokens.cached(token)
+    if principal is None or scope not in principal.scopes:
+        return None
+    client_id = principal.client_id
+    policy = state.clients.cached(client_id)
+    if policy is None or not policy.active:
+        return None
+    decision = state.limiter.take_leased(f"client:{client_id}", policy.rate, policy.burst)
+    if decision is None:
+        return None
+    request_state = request.scope.setdefault("state", {})
+    request_state["principal"] = principal
+    request_state["ratelimit"] = decision.headers()
+    return principal
+
+
 def _guard(handler: Handler, scope: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        return await handler(request, await authorize(request, scope))
+        principal = _authorized_now(request, scope) or await authorize(request, scope)
+        return await handler(request, principal)
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -171,15 +215,14 @@ def build_routes(endpoints: list[Endpoint], first: tuple[str, ...] = ()) -> list
     """
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for ep in endpoints:
-        target = ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
-        by_path.setdefault(ep.path, {})[ep.method] = target
+        by_path.setdefault(ep.path, {})[ep.method] = _guarded(ep)
     unknown = set(first) - set(by_path)
     if unknown:
         raise ValueError(f"no endpoint has the path {sorted(unknown)}")
     paths = [*first, *(p for p in by_path if p not in first)]
     return [
         Route(
-            _ID.sub(r"{\1:object_id}", path),
+            _route_path(path),
             _Endpoint(_dispatch(by_path[path])),
             methods=list(by_path[path]),
         )
@@ -187,11 +230,38 @@ def build_routes(endpoints: list[Endpoint], first: tuple[str, ...] = ()) -> list
     ]
 
 
+def direct_routes(
+    endpoints: list[Endpoint], routes: list[Route], names: tuple[str, ...]
+) -> list[DirectRoute]:
+    """The Envelope's DirectRoutes for `names` ("METHOD /path/{id}"): each with
+    its path's Route from `routes` (build_routes') and the same handler that
+    Route dispatches the method to."""
+    by_name = {f"{ep.method} {ep.path}": ep for ep in endpoints}
+    by_path = {route.path: route for route in routes}
+    made = []
+    for name in names:
+        ep = by_name.get(name)
+        route = by_path.get(_route_path(ep.path)) if ep is not None else None
+        if ep is None or route is None:
+            raise ValueError(f"no route serves {name}")
+        made.append(DirectRoute(ep.method, route, _guarded(ep), ep.path))
+    return made
+
+
+def _route_path(path: str) -> str:
+    """An endpoint's path as its Route's: every parameter an object_id."""
+    return _ID.sub(r"{\1:object_id}", path)
+
+
+def _guarded(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    return ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
+
+
 class _Endpoint:
     """A handler as its route's ASGI app: Starlette's `request_response`
     without its own exception wrapper. That wrapper wraps `send` once more
     for every request (about 1.5 us) to do what the app's error boundary
-    (RequestContext, service.middleware) does anyway: an exception raised
+    (the Envelope, service.middleware) does anyway: an exception raised
     before the response starts goes to the app's exception handlers, and
     after, on up.
 

@@ -61,6 +61,13 @@ class ClientDirectory:
         self._ttl = ttl
         self._cache: dict[str, tuple[ClientPolicy, float]] = {}
 
+    def cached(self, client_id: str) -> ClientPolicy | None:
+        """The client's policy while it is cached, else None (ask `policy`)."""
+        cached = self._cache.get(client_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     async def policy(self, client_id: str) -> ClientPolicy:
         now = time.monotonic()
         cached = self._cache.get(client_id)

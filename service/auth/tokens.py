@@ -125,6 +125,14 @@ class TokenService:
             await self.reload()
             return self.verify(token)
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token `verify` accepted before and that has not
+        expired since; None: ask `verify`."""
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
+        return None
+
     def verify(self, token: str) -> Principal:
         """Check algorithm, key id, signature, expiry, issuer, audience and claims."""
         cached = self._verified.get(token)

@@ -1,6 +1,6 @@
-"""RequestContext as the app's error boundary: what a route raises is answered by its
+"""The Envelope as the app's error boundary: what a route raises is answered by its
 exception handler (by class, nearest base first), anything else is a 500 envelope;
-Tally's app has no ExceptionMiddleware of Starlette's besides."""
+Tally's app has no ServerErrorMiddleware or ExceptionMiddleware of Starlette's besides."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ import logging
 import httpx
 import pytest
 from starlette.middleware import Middleware
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from service.app import _Tally, create_app
 from service.errors import EXCEPTION_HANDLERS, ApiError
-from service.metrics import Telemetry
-from service.middleware import RequestContext
+from service.middleware import Envelope
 
 
 class _Refused(ApiError):
@@ -67,9 +64,7 @@ def _app() -> _Tally:
     # Composed as service.app composes Tally.
     return _Tally(
         routes=routes,
-        middleware=[
-            Middleware(RequestContext, max_body=100, max_batch_body=100, handlers=handlers)
-        ],
+        middleware=[Middleware(Envelope, max_body=100, max_batch_body=100, handlers=handlers)],
     )
 
 
@@ -155,18 +150,14 @@ async def test_an_error_after_the_response_started_sends_nothing_more(caplog):
     assert "unhandled error" in caplog.text
 
 
-def test_tallys_app_has_no_exception_middleware_of_starlettes(settings):
-    # ServerErrorMiddleware -> Telemetry -> RequestContext (with the handlers) -> router.
+def test_tallys_app_is_the_envelope_around_the_router(settings):
+    # No ServerErrorMiddleware outside it, no ExceptionMiddleware inside it.
     app = create_app(settings)
     stack = app.build_middleware_stack()
-    assert isinstance(stack, ServerErrorMiddleware)
-    telemetry = stack.app
-    assert isinstance(telemetry, Telemetry)
-    context = telemetry.app
-    assert isinstance(context, RequestContext)
-    assert context.handlers == EXCEPTION_HANDLERS
-    assert context.app is app.router
-    assert not isinstance(context.app, ExceptionMiddleware)
+    assert isinstance(stack, Envelope)
+    assert stack.handlers == EXCEPTION_HANDLERS
+    assert stack.app is app.router
+    assert stack.usage is app.state.usage
 
 
 async def test_a_failure_sending_the_handlers_answer_is_logged_not_raised(caplog):
@@ -179,7 +170,7 @@ async def test_a_failure_sending_the_handlers_answer_is_logged_not_raised(caplog
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = _scope("/api/error")
-    app = RequestContext(_app().router, 100, 100, handlers=EXCEPTION_HANDLERS)
+    app = Envelope(_app().router, 100, 100, handlers=EXCEPTION_HANDLERS)
     await app(scope, receive, send)
     assert "unhandled error in request" in caplog.text
     assert "the client has gone" in caplog.text

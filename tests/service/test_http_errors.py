@@ -9,7 +9,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from service.errors import EXCEPTION_HANDLERS
-from service.middleware import RequestContext
+from service.middleware import Envelope
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
@@ -78,7 +78,7 @@ async def test_invalid_content_length_is_400(app):
         "headers": [(b"content-length", b"12abc")],
         "app": app,
     }
-    await RequestContext(app, 1024, 2048)(scope, receive, send)
+    await Envelope(app, 1024, 2048)(scope, receive, send)
     assert received[0]["status"] == 400
 
 
@@ -109,10 +109,10 @@ async def crashing_client():
     async def boom(request):
         raise RuntimeError("secret internals")
 
-    # Assembled like service.app.create_app: RequestContext inside Starlette.
+    # The Envelope inside a plain Starlette app (Tally's has nothing around it).
     crashing = Starlette(
         routes=[Route("/boom", boom)],
-        middleware=[Middleware(RequestContext, max_body=1024, max_batch_body=2048)],
+        middleware=[Middleware(Envelope, max_body=1024, max_batch_body=2048)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     transport = httpx.ASGITransport(app=crashing, raise_app_exceptions=False)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from service import metrics
 from service.app import create_app
-from service.metrics import Telemetry
+from service.middleware import Envelope
 from tests.conftest import Tenant
 from tests.service.api.helpers import open_account
 from tests.test_server import free_port, production_env, stop, wait_healthy
@@ -323,7 +323,7 @@ async def test_in_flight_requests_are_counted_while_they_run():
     async def gauge(request: Request) -> Response:
         return Response(metrics.render())
 
-    app = Telemetry(Starlette(routes=[Route("/slow", slow), Route("/gauge", gauge)]))
+    app = Envelope(Starlette(routes=[Route("/slow", slow), Route("/gauge", gauge)]), 100, 100)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         base = value(samples((await http.get("/gauge")).text), "tally_http_requests_in_flight")

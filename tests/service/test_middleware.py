@@ -1,4 +1,4 @@
-"""RequestContext's response headers: request id, nosniff, and on /api/ no-store
+"""The Envelope's response headers: request id, nosniff, and on /api/ no-store
 unless the route chose its own caching, plus the rate-limit headers."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.middleware import RequestContext
+from service.middleware import Envelope
 
 
 async def _cached(request: Request) -> Response:
@@ -22,10 +22,10 @@ async def _plain(request: Request) -> Response:
     return Response(b"{}")
 
 
-def _app() -> RequestContext:
+def _app() -> Envelope:
     routes = [Route(p, h) for p in ("/api/cached", "/cached") for h in (_cached,)]
     routes += [Route(p, _plain) for p in ("/api/plain", "/plain")]
-    return RequestContext(Starlette(routes=routes), max_body=100, max_batch_body=100)
+    return Envelope(Starlette(routes=routes), max_body=100, max_batch_body=100)
 
 
 @pytest.mark.parametrize(

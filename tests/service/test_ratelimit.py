@@ -323,3 +323,37 @@ async def test_the_script_never_grants_more_than_rate_and_burst_allow(redis_url)
     elapsed = (ended[0] - started[0]) + (ended[1] - started[1]) / 1e6
     assert burst <= granted <= burst + rate * elapsed
     await client.aclose()
+
+
+async def test_take_leased_takes_only_from_a_live_lease(redis_url, lease_clock):
+    client = aioredis.from_url(redis_url)
+    limiter = RateLimiter(client)
+    key = f"test:{os.urandom(8).hex()}"
+    assert limiter.take_leased(key, 10**6, 10**9) is None  # no lease yet
+    for _ in range(10):
+        await limiter.take(key, 10**6, 10**9)
+    lease_clock[0] += 1.5 * LEASE_SECONDS
+    asked = await limiter.take(key, 10**6, 10**9)  # brings a lease of 10
+    lease = limiter._leases[key]
+    takes = lease.takes
+    leased = limiter.take_leased(key, 10**6, 10**9)
+    assert leased is not None and leased.allowed
+    # What `take` would have answered from the lease, counted as one take.
+    assert leased.remaining == asked.remaining - 1 and leased.limit == 10**9
+    assert lease.takes == takes + 1 and lease.tokens == 9
+    lease_clock[0] += 1.5 * LEASE_SECONDS  # expired: nothing taken, nothing counted
+    takes = lease.takes
+    assert limiter.take_leased(key, 10**6, 10**9) is None
+    assert lease.takes == takes and lease.tokens == 9
+    await client.aclose()
+
+
+def test_a_decision_says_its_headers():
+    decision = ratelimit._decision(True, 2000, 1499.7, 0.0, 0.25)
+    assert decision.headers() == [
+        (b"ratelimit-limit", b"2000"),
+        (b"ratelimit-remaining", b"1499"),
+        (b"ratelimit-reset", b"1"),
+    ]
+    refused = ratelimit._decision(False, 5, -0.5, 0.4, -1.0)
+    assert (refused.remaining, refused.reset_seconds, refused.retry_after) == (0, 0, 1)

@@ -43,3 +43,14 @@ def test_tampered_token_is_not_served_from_the_cache(service):
     forged = f"{header}.{payload}.{signature[:-2]}AA"
     with pytest.raises(InvalidToken):
         service.verify(forged)
+
+
+def test_cached_answers_only_for_a_token_verified_before(service, monkeypatch):
+    token = service.issue(uuid.uuid4(), uuid.uuid4(), ("ledger:read",))
+    assert service.cached(token) is None  # never verified: ask verify
+    principal = service.verify(token)
+    assert service.cached(token) == principal
+    assert service.cached(token + "x") is None
+    later = time.time() + 61
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    assert service.cached(token) is None  # expired: verify says why
