@@ -43,6 +43,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    runtime_threads: int = 2
     jwt_secret: str = ""
     jwt_issuer: str = "tally"
     jwt_audience: str = "tally-api"
@@ -142,6 +143,7 @@ class Settings:
             host=env.get("TALLY_HOST", d.host),
             port=_int(env, "TALLY_PORT", d.port),
             workers=_int(env, "TALLY_WORKERS", os.cpu_count() or 1),
+            runtime_threads=_int(env, "TALLY_RUNTIME_THREADS", d.runtime_threads),
             jwt_secret=jwt_secret,
             jwt_issuer=env.get("TALLY_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("TALLY_JWT_AUDIENCE", d.jwt_audience),

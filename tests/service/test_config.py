@@ -121,3 +121,30 @@ def test_settings_are_frozen():
     s = Settings()
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_granian_gets_the_runtime_threads(monkeypatch):
+    import granian
+
+    from service import cli, orphans
+    from service import metrics as prometheus
+
+    captured: dict = {}
+
+    class _Granian:
+        def __init__(self, target: str, **kwargs: object) -> None:
+            captured.update(kwargs)
+
+        def serve(self) -> None:
+            pass
+
+    monkeypatch.setattr(granian, "Granian", _Granian)
+    monkeypatch.setattr(prometheus, "prepare_multiprocess_dir", lambda: "")
+    monkeypatch.setenv(orphans.SERVER_PID_ENV, "0")  # _serve sets it: restored after
+    env = {"TALLY_JWT_SECRET": JWT, "TALLY_ENCRYPTION_KEY": KEY, "TALLY_WORKERS": "2"}
+    cli._serve(Settings.from_env(env))
+    assert captured["runtime_threads"] == 2 and captured["workers"] == 2
+    cli._serve(Settings.from_env({**env, "TALLY_RUNTIME_THREADS": "3"}))
+    assert captured["runtime_threads"] == 3
+    with pytest.raises(ConfigError, match="TALLY_RUNTIME_THREADS"):
+        Settings.from_env({**env, "TALLY_RUNTIME_THREADS": "many"})
