@@ -178,11 +178,16 @@ class RateLimiter:
         now = time.monotonic()
         if now >= lease.expires:
             return None
-        lease.count(now)
+        if now - lease.window < LEASE_SECONDS:
+            lease.takes += 1  # lease.count(now), within the window
+        else:
+            lease.count(now)
         lease.tokens -= 1
         metrics.count_rate_limit(True, "lease")
-        return _decision(True, burst, lease.left + lease.tokens, 0.0,
-                         (burst - lease.left - lease.tokens) / rate)  # fmt: skip
+        tokens = lease.left + lease.tokens
+        # _decision(True, burst, tokens, 0.0, reset), inline: a leased take is allowed.
+        reset = math.ceil((burst - tokens) / rate)
+        return Decision(True, burst, math.floor(tokens), reset if reset > 0 else 0, 1)
 
     async def take(self, key: str, rate: float, burst: int) -> Decision:
         """Take one token from bucket `key` (refilled at `rate`/s up to `burst`)."""

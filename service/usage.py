@@ -30,7 +30,9 @@ MAX_KEYS = 200_000
 
 class UsageRecorder:
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._counts: dict[tuple[uuid.UUID, str, int, str, str, int], int] = {}
+        # Keyed by the tenant id's integer: a uuid.UUID hashes in Python (its
+        # __hash__), twice a request here, where an int hashes in C.
+        self._counts: dict[tuple[int, str, int, str, str, int], int] = {}
         self._max_keys = max_keys
         self._dropping = False
 
@@ -39,11 +41,12 @@ class UsageRecorder:
         principal = state.get("principal") if state else None
         if principal is None:
             return
-        key = (principal.tenant_id, principal.client_id, int(time.time()) // 3600,
+        key = (principal.tenant_id.int, principal.client_id, int(time.time()) // 3600,
                method, route, status)  # fmt: skip
         counts = self._counts
-        if key in counts:
-            counts[key] += 1
+        n = counts.get(key)
+        if n is not None:
+            counts[key] = n + 1
         elif len(counts) < self._max_keys:
             counts[key] = 1
         elif not self._dropping:
@@ -60,9 +63,10 @@ class UsageRecorder:
             return 0
         taken, self._counts = self._counts, {}
         rows: sql.Counts = {
-            (tenant, client, datetime.fromtimestamp(hour * 3600, UTC), method, route, status): n
+            (uuid.UUID(int=tenant), client, datetime.fromtimestamp(hour * 3600, UTC), method,
+             route, status): n
             for (tenant, client, hour, method, route, status), n in taken.items()
-        }
+        }  # fmt: skip
         try:
             async with db.connection() as conn:
                 await sql.add_requests(conn, rows)

@@ -44,7 +44,8 @@ async def _account(
         data = await _visible(request, principal, row)
     else:  # what _visible gives, without a coroutine: the read path's common case
         data = codec.account_to_dict(row, False)
-    return json_response({"data": data}, status, {"ETag": f'"{row[_VERSION]}"', **(headers or {})})
+    etag = {"ETag": f'"{row[_VERSION]}"'}
+    return json_response({"data": data}, status, {**etag, **headers} if headers else etag)
 
 
 async def open_account(request: Request, principal: Principal) -> Response:
