@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from benchmarks.http import harness
+from pathlib import Path
+
+import pytest
+
+from benchmarks.http import autogroup, harness
 from benchmarks.http.wrk import WrkResult
 
 
@@ -76,3 +80,66 @@ def test_a_later_run_the_same_day_does_not_overwrite_the_first(tmp_path):
     first.write_text("{}")
     assert harness.result_path(started, False, tmp_path).name == "2026-11-25-0251.json"
     assert harness.result_path(started, True, tmp_path).name == "2026-11-25-quick.json"
+
+
+def test_autogroup_state_reads_the_sysctl(tmp_path):
+    sysctl = tmp_path / "sched_autogroup_enabled"
+    sysctl.write_text("1\n")
+    assert autogroup.state(sysctl) == "on"
+    sysctl.write_text("0\n")
+    assert autogroup.state(sysctl) == "off"
+    assert autogroup.state(tmp_path / "absent") is None
+
+
+def test_autogroup_switched_for_the_run_then_restored(tmp_path):
+    sysctl = tmp_path / "sched_autogroup_enabled"
+    sysctl.write_text("1\n")
+    with autogroup.switched("off", sysctl) as seen:
+        assert seen == "off"
+        assert sysctl.read_text() == "0\n"
+    assert sysctl.read_text() == "1\n"
+    with pytest.raises(ValueError), autogroup.switched("off", sysctl):
+        raise ValueError("a failed run restores them too")
+    assert sysctl.read_text() == "1\n"
+
+
+def test_autogroup_left_alone_by_default(tmp_path):
+    sysctl = tmp_path / "sched_autogroup_enabled"
+    sysctl.write_text("1\n")
+    with autogroup.switched(None, sysctl) as seen:
+        assert seen == "on"
+    assert sysctl.read_text() == "1\n"
+
+
+def test_autogroup_switch_without_the_sysctl_is_a_clear_error(tmp_path):
+    with pytest.raises(autogroup.AutogroupError, match="no"), \
+            autogroup.switched("off", tmp_path / "absent"):  # fmt: skip
+        pass
+
+
+def test_autogroup_switch_without_permission_is_a_clear_error(tmp_path, monkeypatch):
+    sysctl = tmp_path / "sched_autogroup_enabled"
+    sysctl.write_text("1\n")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.raises(autogroup.AutogroupError, match="needs root"), \
+            autogroup.switched("off", sysctl):  # fmt: skip
+        pass
+    monkeypatch.undo()
+    assert sysctl.read_text() == "1\n"
+
+
+def test_the_table_names_the_autogroup_setting():
+    meta = {
+        "started_at": "2026-12-05 10:00 UTC", "mode": "quick", "warmup_s": 1, "seconds": 3,
+        "machine": {"cpu_model": "cpu", "cores": 2, "memory_gib": 1, "kernel": "k",
+                    "python": "3.11", "granian": "2", "wrk": "wrk"},
+        "postgres": {"version": "18", "fsync": "on", "synchronous_commit": "on"},
+        "load_before": "0", "load_after": "0", "granian_settings": {},
+        "sched_autogroup": "off",
+    }  # fmt: skip
+    row = harness.Row("pgbench", "-b tpcb-like", 16, 1000.0, "TPS", None, None, 0)
+    assert "kernel.sched_autogroup_enabled: off" in harness.table([row], meta)

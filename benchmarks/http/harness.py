@@ -17,6 +17,11 @@ three times the usual on each. This machine's speed
 drifts by up to a third within minutes, so the ratio of two rows measured
 minutes apart is partly drift; the median of the paired rounds' ratios is the
 SPEC verdict when they run.
+
+The kernel's session autogroups (`--sched-autogroup on|off`; by default left
+as the machine has them, and recorded) decide how long PostgreSQL's backends
+wait for a core while the granian workers and wrk keep both busy: see
+benchmarks/http/autogroup.py.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.http import stack, wrk
+from benchmarks.http import autogroup, stack, wrk
 from benchmarks.http.serve import describe, tally_granian_settings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -342,6 +347,7 @@ def table(rows: list[Row], meta: dict[str, Any]) -> str:
         f"{pg['synchronous_commit']}), load average before {meta['load_before']} / after "
         f"{meta['load_after']}",
         f"granian (all three servers): {meta['granian_settings']}",
+        f"kernel.sched_autogroup_enabled: {meta.get('sched_autogroup') or 'absent'}",
         "",
     ]
     header = ("target", "route", "conns", "throughput", "unit", "p50 ms", "p99 ms", "errors",
@@ -407,6 +413,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/"
                         "<date>.json, quick runs <date>-quick.json)")  # fmt: skip
     parser.add_argument(
+        "--sched-autogroup",
+        choices=["on", "off"],
+        help="switch the kernel's session autogroups for the run, then back (needs root;"
+        " default: as the machine has them)",
+    )
+    parser.add_argument(
         "--only",
         choices=["pgbench", "baselines", "tally"],
         action="append",
@@ -447,9 +459,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     data_dir = Path(tempfile.mkdtemp(prefix="tally-bench-"))
     try:
-        with devservers.embedded(
+        servers = devservers.embedded(
             data_dir, os.environ.get("TALLY_DATABASE_URL"), os.environ.get("TALLY_REDIS_URL")
-        ) as (admin_url, redis_url):
+        )
+        with autogroup.switched(args.sched_autogroup) as meta["sched_autogroup"], \
+                servers as (admin_url, redis_url):  # fmt: skip
             meta["postgres"] = stack.postgres_facts(admin_url)
             meta["postgres"]["embedded"] = not os.environ.get("TALLY_DATABASE_URL")
             if "pgbench" in parts:
@@ -465,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows += run_tally(admin_url, redis_url, args)
             if args.pairs and {"baselines", "tally"} <= parts:
                 rows += run_pairs(admin_url, redis_url, args)
+    except autogroup.AutogroupError as exc:
+        raise SystemExit(f"make bench: {exc}") from exc
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
