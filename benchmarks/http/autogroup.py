@@ -12,6 +12,9 @@ while the Python threads waited a few ms at most; each such wait holds a
 coalesced read's 15 callers, and some 15-second runs had p99 above 10 ms.
 With autogroups off, six runs in a row gave p99 4.6-4.9 ms (see README,
 Performance).
+For the same reason the harness keeps every server it measures in its own
+session, with wrk: Tally in a session of its own lost a third of its
+throughput to wrk's group.
 """
 
 from __future__ import annotations
