@@ -153,7 +153,9 @@ class Envelope:
         if response.background is not None or type(response).__call__ is not _PLAIN:
             await response(scope, receive, responder)
             return
-        # What Response.__call__ sends, with the Envelope's headers added.
+        # What Response.__call__ sends, with the Envelope's headers added: what
+        # the responder does, inline (through it, in-process GET 23.6-24.3 ->
+        # 24.5-24.8 us in alternating runs).
         responder.started = True
         responder.status = status = response.status_code
         headers = _decorated(response.raw_headers, responder.is_api, responder.state,

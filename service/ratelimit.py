@@ -191,6 +191,9 @@ class RateLimiter:
 
     async def take(self, key: str, rate: float, burst: int) -> Decision:
         """Take one token from bucket `key` (refilled at `rate`/s up to `burst`)."""
+        leased = self.take_leased(key, rate, burst)
+        if leased is not None:
+            return leased
         now = time.monotonic()
         lease = self._leases.get(key)
         if lease is None:
@@ -198,13 +201,7 @@ class RateLimiter:
                 self._leases.clear()  # bounded memory with very many clients
             lease = self._leases[key] = _Lease(now)
         lease.count(now)
-        if lease.tokens:
-            if now < lease.expires:
-                lease.tokens -= 1
-                metrics.count_rate_limit(True, "lease")
-                return _decision(True, burst, lease.left + lease.tokens, 0.0,
-                                 (burst - lease.left - lease.tokens) / rate)  # fmt: skip
-            lease.tokens = 0  # expired: dropped
+        lease.tokens = 0  # none, or expired: dropped
         if now >= self._redis_down_until:
             extra = 0 if lease.asking else _lease_size(lease, rate, burst)
             if extra:

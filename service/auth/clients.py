@@ -69,10 +69,10 @@ class ClientDirectory:
         return None
 
     async def policy(self, client_id: str) -> ClientPolicy:
+        cached = self.cached(client_id)
+        if cached is not None:
+            return cached
         now = time.monotonic()
-        cached = self._cache.get(client_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
         parsed = parse_id(client_id)
         row = None
         if parsed is not None:

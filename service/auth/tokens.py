@@ -135,10 +135,10 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """Check algorithm, key id, signature, expiry, issuer, audience and claims."""
-        cached = self._verified.get(token)
-        if cached is not None:
-            if time.time() < cached[1]:
-                return cached[0]
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        if token in self._verified:  # accepted before, expired since
             del self._verified[token]
             raise InvalidToken("expired")
         principal, expires = self._verify(token)
