@@ -77,10 +77,17 @@ async def decode_body(request: Request, kind: type[T]) -> T:
     return decode_json(body, kind)
 
 
+_JSON_WHITESPACE = b" \t\r\n"
+
+
 async def decode_optional_body(request: Request, kind: type[T]) -> T:
-    """Like decode_body, but an empty body means `kind()` (all its defaults)."""
+    """Like decode_body, but an empty body means `kind()` (all its defaults).
+
+    Only JSON's whitespace (RFC 8259: space, tab, CR, LF) counts as empty;
+    bytes.strip() would also drop form feed and vertical tab, which are not
+    JSON and must be refused like any other bad body."""
     raw = await request.body()
-    if not raw.strip():
+    if not raw.strip(_JSON_WHITESPACE):
         return kind()
     require_json(request)
     return decode_json(raw, kind)

@@ -909,6 +909,37 @@ async def test_post_with_body_of_wrong_content_type_is_415(client, tenant):
     assert await state(client, tenant, a, b) == before
 
 
+@pytest.mark.parametrize("action", ["post", "void"])
+@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b"\n\x0b "])
+async def test_settling_with_a_body_of_non_json_whitespace_is_refused(client, tenant, action, body):
+    """Form feed and vertical tab are not JSON whitespace, so the body is not
+    empty: 400 as JSON, 415 without a JSON content type, and the hold stays."""
+    _w, a, b = await funded(client, tenant)
+    held = await hold(client, tenant, a, b, 300)
+    before = await state(client, tenant, a, b)
+    url = f"{URL}/{held['id']}/{action}"
+    json_headers = {**tenant.headers(), "Content-Type": "application/json"}
+    assert_error(await client.post(url, content=body, headers=json_headers), 400, "BAD_REQUEST")
+    assert_error(
+        await client.post(url, content=body, headers=tenant.headers()),
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    assert await state(client, tenant, a, b) == before
+    assert (await get_transfer(client, tenant, held["id"]))["status"] == "pending"
+
+
+@pytest.mark.parametrize("action", ["post", "void"])
+async def test_settling_with_a_body_of_json_whitespace_takes_the_defaults(client, tenant, action):
+    _w, a, b = await funded(client, tenant)
+    held = await hold(client, tenant, a, b, 300)
+    r = await client.post(
+        f"{URL}/{held['id']}/{action}", content=b"\r\n \t", headers=tenant.headers()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["status"] == ("posted" if action == "post" else "voided")
+
+
 async def test_void_releases_the_hold(client, tenant):
     _w, a, b = await funded(client, tenant)
     held = await hold(client, tenant, a, b, 300)

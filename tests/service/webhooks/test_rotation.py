@@ -178,6 +178,31 @@ async def test_rotation_needs_json_an_endpoint_of_ones_own_and_the_scope(
     assert await sealed_secrets(app, tenant, created["id"]) == stored
 
 
+@pytest.mark.parametrize("body", [b"\x0c", b"\x0b", b" \x0c\n", b"\x00"])
+async def test_a_body_of_non_json_whitespace_is_refused_not_taken_as_empty(
+    client, app, tenant, body
+):
+    """Only JSON's whitespace makes a body empty: form feed or vertical tab
+    (which bytes.strip() would drop) is a bad body, and nothing rotates."""
+    created = await register(client, tenant, PUBLIC)
+    url = f"/api/webhooks/{created['id']}/rotate-secret"
+    stored = await sealed_secrets(app, tenant, created["id"])
+    json_headers = {**tenant.headers(), "Content-Type": "application/json"}
+    assert_error(await client.post(url, content=body, headers=json_headers), 400, "BAD_REQUEST")
+    r = await client.post(url, content=body, headers=tenant.headers())
+    assert_error(r, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert await sealed_secrets(app, tenant, created["id"]) == stored
+
+
+async def test_a_body_of_json_whitespace_counts_as_empty(client, app, tenant):
+    created = await register(client, tenant, PUBLIC)
+    url = f"/api/webhooks/{created['id']}/rotate-secret"
+    stored = await sealed_secrets(app, tenant, created["id"])
+    r = await client.post(url, content=b" \t\r\n", headers=tenant.headers())
+    assert r.status_code == 200, r.text
+    assert await sealed_secrets(app, tenant, created["id"]) != stored
+
+
 async def test_a_key_rotation_reseals_the_previous_secret_too(client, app, tenant, settings):
     created = await register(client, tenant, PUBLIC)
     await rotate(client, tenant, created["id"])
