@@ -13,6 +13,8 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 
-from service import devservers
+from service import devservers, ratelimit
 from service.app import create_app
 from service.auth import clients as client_service
 from service.auth import scopes
@@ -158,6 +160,16 @@ async def tenant(app: Starlette) -> Tenant:
 @pytest.fixture
 async def other_tenant(app: Starlette) -> Tenant:
     return await make_tenant(app, "tenant-b")
+
+
+@pytest.fixture
+def lease_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The rate limiter's clock, moved by hand (`lease_clock[0] += ...`): lease
+    windows and expiry without depending on how fast this machine runs the
+    takes. It starts at the real clock's reading; Redis keeps its own clock."""
+    now = [time.monotonic()]
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    return now
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 
 import pytest
 import redis.asyncio as aioredis
@@ -211,16 +210,6 @@ def test_cli_sets_and_resets_client_limits(database_url, repo_root):
     assert "rate=7 burst=1000" in tally("clients", "list", "--tenant", "limited")
     tally("clients", "update", record["client_id"], "--default-limits")
     assert "rate=default burst=default" in tally("clients", "list", "--tenant", "limited")
-
-
-@pytest.fixture
-def lease_clock(monkeypatch) -> list[float]:
-    """The limiter's clock, moved by hand: lease windows and expiry without
-    depending on how fast this machine runs the takes. Redis keeps its own
-    clock (the buckets here are far too big to run dry)."""
-    now = [1000.0]
-    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
-    return now
 
 
 async def test_a_busy_bucket_is_leased_and_fewer_takes_go_to_redis(redis_url, lease_clock):

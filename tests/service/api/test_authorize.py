@@ -4,7 +4,6 @@ otherwise takes nothing and changes nothing, leaving every answer to `authorize`
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -24,8 +23,13 @@ def _request(app: Any, authorization: str | None) -> Request:
     return Request(scope)
 
 
-async def _busy(tenant: Tenant) -> tuple[Tenant, str]:
-    """A client of its own whose bucket this worker holds a lease of, and its token."""
+async def _busy(tenant: Tenant, clock: list[float]) -> tuple[Tenant, str]:
+    """A client of its own whose bucket this worker holds a lease of, and its token.
+
+    `clock` is the limiter's (the `lease_clock` fixture): on the real one, a
+    busy machine could spread the takes over two 50 ms windows and no lease
+    would come.
+    """
     made = await client_service.create_client(tenant.app.state.db, tenant.tenant_id, scopes.ALL)
     busy = Tenant(tenant.app, tenant.tenant_id, made.client_id, made.client_secret)
     token = busy.token(scopes.LEDGER_READ)
@@ -33,14 +37,14 @@ async def _busy(tenant: Tenant) -> tuple[Tenant, str]:
     # large as the first window's demand (see service.ratelimit._Lease).
     for _ in range(20):
         await authorize(_request(tenant.app, f"Bearer {token}"), scopes.LEDGER_READ)
-    await asyncio.sleep(1.5 * LEASE_SECONDS)
+    clock[0] += 1.5 * LEASE_SECONDS
     await authorize(_request(tenant.app, f"Bearer {token}"), scopes.LEDGER_READ)
     assert tenant.app.state.limiter._leases[f"client:{busy.client_id}"].tokens
     return busy, token
 
 
-async def test_the_fast_path_answers_as_authorize_does(app, tenant):
-    busy, token = await _busy(tenant)
+async def test_the_fast_path_answers_as_authorize_does(app, tenant, lease_clock):
+    busy, token = await _busy(tenant, lease_clock)
     fast = _request(app, f"Bearer {token}")
     principal = _authorized_now(fast, scopes.LEDGER_READ)
     assert principal is not None and principal.client_id == str(busy.client_id)
@@ -51,8 +55,8 @@ async def test_the_fast_path_answers_as_authorize_does(app, tenant):
     assert names == [name for name, _ in slow.scope["state"]["ratelimit"]]
 
 
-async def test_the_fast_path_takes_nothing_when_it_cannot_decide(app, tenant):
-    busy, _ = await _busy(tenant)
+async def test_the_fast_path_takes_nothing_when_it_cannot_decide(app, tenant, lease_clock):
+    busy, _ = await _busy(tenant, lease_clock)
     lease = app.state.limiter._leases[f"client:{busy.client_id}"]
     verified = tenant.token(scopes.LEDGER_READ)
     app.state.tokens.verify(verified)  # its client's policy is not cached: never authorized
@@ -73,8 +77,8 @@ async def test_the_fast_path_takes_nothing_when_it_cannot_decide(app, tenant):
         assert "state" not in request.scope
 
 
-async def test_a_revoked_client_is_left_to_authorize(app, tenant):
-    busy, token = await _busy(tenant)
+async def test_a_revoked_client_is_left_to_authorize(app, tenant, lease_clock):
+    busy, token = await _busy(tenant, lease_clock)
     async with app.state.db.connection() as conn:
         assert await tenant_sql.revoke_client(conn, busy.client_id)
     app.state.clients._cache.pop(str(busy.client_id))  # as when the cached policy expires
