@@ -61,7 +61,7 @@ _IDEMPOTENCY_KEY = {
         "Makes a retry safe: the same key (per API client) with the same request"
         " answers the first answer again, with Idempotent-Replayed: true; with another"
         " request, 409 IDEMPOTENCY_KEY_REUSED; while the first still runs, 409"
-        " IDEMPOTENCY_KEY_IN_USE. Kept at least 24 h."
+        " IDEMPOTENCY_KEY_IN_USE. Kept at least 24 h. Given at most once (twice: 400)."
     ),
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
 }

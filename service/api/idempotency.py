@@ -30,11 +30,19 @@ def claim_of(
 ) -> IdempotencyClaim | None:
     """The request's claim on its Idempotency-Key; None without the header.
 
-    400 BAD_REQUEST when the key is not 1 to 255 printable ASCII characters.
+    400 BAD_REQUEST when the key is not 1 to 255 printable ASCII characters,
+    or when the header comes more than once: which of two keys would guard the
+    write is a guess, and a guess may let a retry move money twice.
     """
-    key = request.headers.get("idempotency-key")
-    if key is None:
+    keys = request.headers.getlist("idempotency-key")
+    if not keys:
         return None
+    if len(keys) > 1:
+        raise bad_request(
+            "Idempotency-Key given more than once.",
+            [{"field": "Idempotency-Key", "message": "must be given once"}],
+        )
+    key = keys[0]
     if not _KEY.fullmatch(key):
         raise bad_request(
             "Invalid Idempotency-Key.",

@@ -600,6 +600,23 @@ async def test_key_with_trailing_newline_is_400(client, tenant):
     assert await balance(client, tenant, b) == bal(0, 0, 0)
 
 
+@pytest.mark.parametrize("keys", [["k1", "k2"], ["k1", "k1"]], ids=["different", "same"])
+async def test_a_key_header_given_twice_is_400_and_stores_nothing(client, tenant, keys):
+    """Two Idempotency-Key headers: which one guards the write would be a guess."""
+    _w, a, b = await setup(client, tenant)
+    headers = [*tenant.headers().items(), *(("Idempotency-Key", k) for k in keys)]
+    r = await client.post(URL, json=body_of(a, b, 1), headers=headers)
+    error = assert_error(r, 400, "BAD_REQUEST")
+    assert error["details"]["fields"] == [
+        {"field": "Idempotency-Key", "message": "must be given once"}
+    ]
+    assert await key_rows(tenant) == []
+    assert await balance(client, tenant, b) == bal(0, 0, 0)
+    r = await create(client, tenant, body_of(a, b, 1), keys[0])  # not claimed: works alone
+    assert r.status_code == 201, r.text
+    assert "Idempotent-Replayed" not in r.headers
+
+
 @pytest.mark.parametrize("action", ["post", "void"])
 async def test_invalid_key_on_settle_is_400(client, tenant, action):
     _w, a, b = await setup(client, tenant)
