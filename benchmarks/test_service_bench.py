@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,9 @@ from typing import Any
 import msgspec
 import pytest
 import uuid_utils
+import uvloop
 
+from service import watchdog
 from service.api.decoding import decode_json
 from service.api.routing import json_response
 from service.auth.tokens import TokenService
@@ -177,3 +180,44 @@ def test_request_id(benchmark: Any, make_id: Any) -> None:
     the standard library's uuid4 makes a system call for its random bits)."""
     benchmark.group = "request id"
     assert len(benchmark(make_id)) == 32
+
+
+_READS = 1_000
+
+
+async def _ready_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": TRANSFER, "more_body": False}
+
+
+async def _plain_reads() -> None:
+    for _ in range(_READS):
+        await _ready_body()
+
+
+async def _timeout_reads() -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(_READS):
+        async with asyncio.timeout_at(loop.time() + 30):
+            await _ready_body()
+
+
+async def _watchdog_reads() -> None:
+    for _ in range(_READS):
+        await watchdog.wait_until(time.monotonic() + 30, _ready_body())
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [_plain_reads, _timeout_reads, _watchdog_reads],
+    ids=["no_deadline", "asyncio_timeout", "watchdog"],
+)
+def test_body_read_deadline(benchmark: Any, reads: Any) -> None:
+    """1,000 reads of a body that is already there, under uvloop: bare, with
+    asyncio.timeout's timer each, and with the Envelope's deadline
+    (service.watchdog: a dict entry each, one sweeper per loop)."""
+    benchmark.group = "body deadline (1,000 reads)"
+    loop = uvloop.new_event_loop()
+    try:
+        benchmark(lambda: loop.run_until_complete(reads()))
+    finally:
+        loop.close()

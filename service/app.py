@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 Envelope,
                 max_body=settings.max_body_bytes,
                 max_batch_body=settings.max_batch_body_bytes,
+                body_timeout=settings.body_timeout_seconds,
                 handlers=EXCEPTION_HANDLERS,
                 usage=usage,
                 direct=direct_routes(ENDPOINTS, routes, DIRECT),

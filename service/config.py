@@ -58,6 +58,7 @@ class Settings:
     redis_timeout_seconds: float = 0.5
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 2 * 1024 * 1024
+    body_timeout_seconds: float = 30.0
     retry_after_seconds: int = 1
     shutdown_timeout_seconds: int = 10
     tls_cert: Path | None = None
@@ -179,6 +180,7 @@ class Settings:
             redis_timeout_seconds=_float(
                 env, "TALLY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds
             ),
+            body_timeout_seconds=_float(env, "TALLY_BODY_TIMEOUT_SECONDS", d.body_timeout_seconds),
             **_webhook_settings(env, d, mode),
             **_ops_settings(env, d),
         )

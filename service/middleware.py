@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
+from service import metrics, watchdog
 from service.errors import ApiError, envelope
 from service.logs import REQUEST_ID
 
@@ -34,6 +34,15 @@ _NOSNIFF = (b"x-content-type-options", b"nosniff")
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413, "PAYLOAD_TOO_LARGE", f"The body exceeds {limit} bytes.", {"limit_bytes": limit}
+    )
+
+
+def _too_slow(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "REQUEST_TIMEOUT",
+        f"The body did not arrive within {seconds:g} s.",
+        {"timeout_seconds": seconds},
     )
 
 
@@ -57,7 +66,9 @@ class Envelope:
     - its id: the client's X-Request-Id when usable, else a new one, in the
       scope's state, in the log context (service.logs) and on the response;
     - the body size limit (the batch route's is larger): 413, or 400 for a
-      Content-Length that is not a length;
+      Content-Length that is not a length; and the body's deadline: 408 when
+      all of it has not arrived `body_timeout` seconds after the route first
+      asked for it (granian bounds the wait for the headers, not the body);
     - on every response X-Request-Id and X-Content-Type-Options: nosniff, and
       on /api/ responses Cache-Control: no-store (unless the route set its
       own) and the RateLimit-* headers the rate limiter left in the state;
@@ -84,10 +95,12 @@ class Envelope:
         handlers: Mapping[type[Exception], ExceptionHandler] | None = None,
         usage: Any = None,
         direct: Iterable[DirectRoute] = (),
+        body_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_batch_body = max_batch_body
+        self.body_timeout = body_timeout
         self.handlers = dict(handlers or {})
         self.usage = usage
         self.direct: dict[str, tuple[DirectRoute, ...]] = {}
@@ -118,7 +131,7 @@ class Envelope:
         path = scope["path"]
         limit = self.max_batch_body if path in _BATCH_PATHS else self.max_body
         responder = _Responder(send, path.startswith("/api/"), state, request_id)
-        receive = _LimitedReceive(receive, limit)
+        receive = _LimitedReceive(receive, limit, self.body_timeout)
         direct = None
         if content_length is None:
             routes = self.direct.get(scope["method"])
@@ -219,21 +232,37 @@ class _Responder:
 
 
 class _LimitedReceive:
-    """The `receive` a route gets: 413 once the body grows past `limit`."""
+    """The `receive` a route gets: 413 once the body grows past `limit`, 408
+    when the whole body has not arrived `timeout` seconds after the first
+    call. Once it has, receive waits as long as it must (for a disconnect)."""
 
-    __slots__ = ("limit", "receive", "received")
+    __slots__ = ("deadline", "limit", "receive", "received", "timeout")
 
-    def __init__(self, receive: Receive, limit: int) -> None:
+    def __init__(self, receive: Receive, limit: int, timeout: float) -> None:
         self.receive = receive
         self.limit = limit
         self.received = 0
+        self.timeout = timeout
+        self.deadline = 0.0  # time.monotonic(), from the first call; -1: the body is in
 
     async def __call__(self) -> Message:
-        message = await self.receive()
+        if self.deadline < 0:
+            return await self.receive()
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.timeout
+        try:
+            # Not asyncio.timeout: its timer costs 8 µs a read (service.watchdog).
+            message = await watchdog.wait_until(self.deadline, self.receive())
+        except watchdog.Expired:
+            raise _too_slow(self.timeout) from None
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit:
                 raise _too_large(self.limit)
+            if not message.get("more_body", False):
+                self.deadline = -1.0
+        else:
+            self.deadline = -1.0
         return message
 
 

@@ -69,7 +69,12 @@ def production_env(database_url: str, redis_url: str, port: int, **extra: str) -
 def served(database_url, redis_url, repo_root, tmp_path):
     port = free_port()
     env = production_env(
-        database_url, redis_url, port, TALLY_WORKERS="2", TALLY_DATA_DIR=str(tmp_path)
+        database_url,
+        redis_url,
+        port,
+        TALLY_WORKERS="2",
+        TALLY_DATA_DIR=str(tmp_path),
+        TALLY_BODY_TIMEOUT_SECONDS="1",
     )
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
@@ -117,6 +122,41 @@ async def test_granian_serves_the_api_over_tcp(served, tenant):
         assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST"
         assert (await http.get("/readyz")).status_code == 200
     assert stop(proc) == 0
+
+
+def test_a_body_that_never_arrives_is_408_and_the_connection_closed(served, tenant):
+    """granian waits for a body as long as the client keeps the connection;
+    the Envelope's deadline answers instead, and nothing is written."""
+    base, _proc = served
+    port = int(base.rsplit(":", 1)[1])
+    r = httpx.post(
+        f"{base}/api/auth/token",
+        json={"client_id": str(tenant.client_id), "client_secret": tenant.client_secret},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    head = (
+        "POST /api/accounts HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(head.encode() + b'{"name": "never", ')
+        answer = b""
+        while b"}}" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert status == b"HTTP/1.1 408 Request Timeout", answer
+        body = json.loads(rest.partition(b"\r\n\r\n")[2])
+        assert body["error"]["code"] == "REQUEST_TIMEOUT"
+        assert body["error"]["details"] == {"timeout_seconds": 1.0}
+        sock.sendall(b" " * 82)  # the rest of the declared body: too late, not a request
+        assert sock.recv(65536) == b""  # granian closed the connection
+    auth = {"Authorization": f"Bearer {token}"}
+    listed = httpx.get(f"{base}/api/accounts", headers=auth, timeout=10)
+    assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 def read_banner(proc: subprocess.Popen, log: Path, seconds: float = 90) -> dict[str, str]:

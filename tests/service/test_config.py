@@ -42,6 +42,7 @@ def test_values_are_read_and_validated():
             "TALLY_PORT": "9000",
             "TALLY_DATABASE_URL": "postgresql://x/y",
             "TALLY_TOKEN_TTL_SECONDS": "60",
+            "TALLY_BODY_TIMEOUT_SECONDS": "2.5",
         }
     )
     assert (s.port, s.database_url, s.token_ttl_seconds, s.env) == (
@@ -49,6 +50,13 @@ def test_values_are_read_and_validated():
         "postgresql://x/y",
         60,
         "production",
+    )
+    assert s.body_timeout_seconds == 2.5
+    assert (
+        Settings.from_env(
+            {"TALLY_JWT_SECRET": JWT, "TALLY_ENCRYPTION_KEY": KEY}
+        ).body_timeout_seconds
+        == 30
     )
     assert s.jwt_kid and JWT not in s.jwt_kid
     assert (s.jwt_algorithm, s.previous_encryption_keys) == ("HS256", ())
@@ -103,6 +111,8 @@ def test_master_key_rotation_settings():
         ({"TALLY_JWT_SECRET": "short"}, "at least 32"),
         ({"TALLY_ENCRYPTION_KEY": "abc"}, "32 bytes"),
         ({"TALLY_DB_TIMEOUT_SECONDS": "0"}, "positive"),
+        ({"TALLY_BODY_TIMEOUT_SECONDS": "-1"}, "TALLY_BODY_TIMEOUT_SECONDS must be positive"),
+        ({"TALLY_BODY_TIMEOUT_SECONDS": "soon"}, "TALLY_BODY_TIMEOUT_SECONDS must be a number"),
         ({"TALLY_JWT_ALGORITHM": "none"}, "HS256 or EdDSA"),
         ({"TALLY_JWT_ALGORITHM": "RS256"}, "HS256 or EdDSA"),
         ({"TALLY_PREVIOUS_ENCRYPTION_KEYS": "abc"}, "TALLY_PREVIOUS_ENCRYPTION_KEYS"),

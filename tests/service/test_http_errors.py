@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.errors import EXCEPTION_HANDLERS
 from service.middleware import Envelope
+from tests.conftest import make_tenant, serving
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str) -> dict:
@@ -80,6 +85,88 @@ async def test_invalid_content_length_is_400(app):
     }
     await Envelope(app, 1024, 2048)(scope, receive, send)
     assert received[0]["status"] == 400
+
+
+def _scope(app, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+            "query_string": b"", "headers": headers, "app": app}  # fmt: skip
+
+
+async def test_a_body_that_stops_arriving_is_408_and_moves_nothing(settings):
+    """The route waits for the rest of a body only until the deadline
+    (TALLY_BODY_TIMEOUT_SECONDS): then 408, and nothing is written."""
+    async with serving(settings.with_overrides(body_timeout_seconds=0.3)) as (app, http):
+        tenant = await make_tenant(app, "slow body")
+        headers = tenant.headers()
+        ids = []
+        for name in ("from", "to"):
+            r = await http.post(
+                "/api/accounts",
+                json={"name": name, "currency": "USD", "overdraft_limit": None},
+                headers=headers,
+            )
+            ids.append(r.json()["data"]["id"])
+        body = json.dumps({"debit_account_id": ids[0], "credit_account_id": ids[1],
+                           "amount": 5, "currency": "USD"}).encode()  # fmt: skip
+        parts = [{"type": "http.request", "body": body[:20], "more_body": True}]
+        stalled = asyncio.Event()
+
+        async def receive():
+            if parts:
+                return parts.pop(0)
+            stalled.set()
+            await asyncio.Event().wait()  # the rest never comes
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await asyncio.wait_for(app(_scope(app, "POST", "/api/transfers", raw), receive, send), 10)
+        assert stalled.is_set()
+        assert sent[0]["status"] == 408
+        error = json.loads(sent[1]["body"])["error"]
+        assert error["code"] == "REQUEST_TIMEOUT"
+        assert error["details"] == {"timeout_seconds": 0.3}
+        for account_id in ids:
+            r = await http.get(f"/api/accounts/{account_id}", headers=headers)
+            assert r.json()["data"]["balance"]["posted"] == 0
+        r = await http.get("/api/transfers", headers=headers)
+        assert r.json()["data"] == []
+
+
+async def test_the_deadline_ends_with_the_body():
+    """Once the whole body is in, a route may wait on receive (for a disconnect)
+    as long as it likes: the deadline is the body's, not the request's."""
+    disconnected = asyncio.Event()
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def waits_for_the_client(request):
+        await request.body()
+        message = await request.receive()  # outlives the 0.05 s deadline
+        return JSONResponse({"then": message["type"]})
+
+    app = Starlette(routes=[Route("/wait", waits_for_the_client, methods=["POST"])])
+    envelope = Envelope(app, 1024, 2048, EXCEPTION_HANDLERS, body_timeout=0.05)
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    served = asyncio.ensure_future(envelope(_scope(app, "POST", "/wait", []), receive, send))
+    await asyncio.sleep(0.3)
+    assert not served.done() and sent == []
+    disconnected.set()
+    await asyncio.wait_for(served, 5)
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"then": "http.disconnect"}
 
 
 async def test_wrong_content_type_is_415(client, tenant):
