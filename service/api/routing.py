@@ -310,11 +310,22 @@ def _dispatch(
 
 
 def reject_unknown_query(request: Request, allowed: tuple[str, ...]) -> None:
-    unknown = [k for k in request.query_params if k not in allowed]
+    """400 for a parameter the route does not know, or one given more than once
+    (`?account_id=A&account_id=B` would otherwise filter by B alone, silently)."""
+    query = request.query_params
+    unknown = [k for k in query if k not in allowed]
     if unknown:
         raise ApiError(
             400,
             "BAD_REQUEST",
             "Unknown query parameter.",
             {"fields": [{"field": k, "message": "is not a known parameter"} for k in unknown]},
+        )
+    if len(query.multi_items()) > len(query):
+        repeated = [k for k in query if len(query.getlist(k)) > 1]
+        raise ApiError(
+            400,
+            "BAD_REQUEST",
+            "Repeated query parameter.",
+            {"fields": [{"field": k, "message": "is given more than once"} for k in repeated]},
         )

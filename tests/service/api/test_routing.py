@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -188,3 +189,30 @@ async def test_a_route_still_answers_only_its_methods():
     assert wrong.status_code == 405
     assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     assert wrong.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_a_query_parameter_given_twice_is_400_on_every_list(client, tenant):
+    """Last-one-wins would filter `?account_id=A&account_id=B` by B alone: refused."""
+    headers = tenant.headers()
+    r = await client.post("/api/accounts", json={"name": "q", "currency": "USD"}, headers=headers)
+    account = r.json()["data"]["id"]
+    other = str(uuid.uuid4())
+    at = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    cases = [
+        ("/api/accounts", "limit", ["1", "2"]),
+        ("/api/accounts", "status", ["active", "active"]),
+        ("/api/transfers", "account_id", [account, other]),
+        (f"/api/accounts/{account}/entries", "limit", ["5", "5"]),
+        (f"/api/accounts/{account}/balance", "at", [at, at]),
+        ("/api/events", "after", ["0", "1"]),
+        ("/api/webhooks", "limit", ["1", "2"]),
+        ("/api/usage", "from", [at, at]),
+    ]
+    for path, name, values in cases:
+        once = await client.get(path, params={name: values[0]}, headers=headers)
+        assert once.status_code == 200, (path, once.text)
+        r = await client.get(path, params=[(name, v) for v in values], headers=headers)
+        assert r.status_code == 400, (path, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "BAD_REQUEST"
+        assert error["details"]["fields"] == [{"field": name, "message": "is given more than once"}]
