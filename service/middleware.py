@@ -38,11 +38,14 @@ def _too_large(limit: int) -> ApiError:
 
 
 def _too_slow(seconds: float) -> ApiError:
+    # RFC 9110 15.5.9: a 408 closes the connection (whatever is left of the
+    # body must not be read as the next request).
     return ApiError(
         408,
         "REQUEST_TIMEOUT",
         f"The body did not arrive within {seconds:g} s.",
         {"timeout_seconds": seconds},
+        headers={"Connection": "close"},
     )
 
 

@@ -149,7 +149,9 @@ def test_a_body_that_never_arrives_is_408_and_the_connection_closed(served, tena
             answer += chunk
         status, _, rest = answer.partition(b"\r\n")
         assert status == b"HTTP/1.1 408 Request Timeout", answer
-        body = json.loads(rest.partition(b"\r\n\r\n")[2])
+        head, _, body_bytes = rest.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower().split(b"\r\n"), head
+        body = json.loads(body_bytes)
         assert body["error"]["code"] == "REQUEST_TIMEOUT"
         assert body["error"]["details"] == {"timeout_seconds": 1.0}
         sock.sendall(b" " * 82)  # the rest of the declared body: too late, not a request

@@ -32,7 +32,9 @@ TRANSFERS = 50_000
 async def db(servers):
     admin_url, _ = servers
     with fresh_database(admin_url, "tally_plans") as url:
-        database = Database(url, min_size=1, max_size=2)
+        # No statement timeout: seeding inserts hundreds of thousands of rows, which
+        # took over the service's 5 s once on a busy machine; the plans are the test.
+        database = Database(url, min_size=1, max_size=2, statement_timeout_ms=0)
         await database.open()
         tenant = uuid.uuid4()
         async with database.connection() as conn:
