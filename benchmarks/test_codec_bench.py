@@ -6,6 +6,7 @@ Run with `make bench` (or `pytest benchmarks`); each group's table compares "c" 
 from __future__ import annotations
 
 import importlib
+import json
 import uuid
 from datetime import UTC, datetime
 from types import ModuleType
@@ -56,6 +57,8 @@ TRANSFER_BODY: dict[str, Any] = {
     },
 }
 
+TRANSFER_JSON = json.dumps(TRANSFER_BODY, ensure_ascii=False).encode()
+
 CURSOR = _codec_py.encode_cursor(ACCOUNT_ID)
 
 # Without warm-up, pytest-benchmark calibrates on the first (cold) call, often settles on one
@@ -87,3 +90,10 @@ def test_control_char_fields(benchmark: Any, twin: ModuleType) -> None:
 def test_decode_cursor(benchmark: Any, twin: ModuleType) -> None:
     benchmark.group = "decode_cursor"
     assert benchmark(twin.decode_cursor, CURSOR) == ACCOUNT_ID
+
+
+def test_repeated_key(benchmark: Any, twin: ModuleType) -> None:
+    """The scan every JSON body gets after its decode (a POST /transfers body
+    with ten metadata keys, none repeated: the whole body is read)."""
+    benchmark.group = "repeated_key"
+    assert benchmark(twin.repeated_key, TRANSFER_JSON) is None

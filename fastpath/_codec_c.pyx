@@ -10,9 +10,15 @@ from cpython.long cimport (
     PyLong_FromUnsignedLongLong,
 )
 from cpython.object cimport PyObject_GenericSetAttr
-from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_GET_LENGTH, PyUnicode_New
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_DATA,
+    PyUnicode_DecodeUTF8,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_New,
+)
 from libc.stdint cimport uint8_t, uint64_t
 
+from json import loads as _json_loads
 from uuid import UUID, SafeUUID
 
 
@@ -28,6 +34,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "has_control_char",
+    "repeated_key",
 ]
 
 # Kept as a literal rather than imported from the pure twin, so that loading this module
@@ -248,6 +255,82 @@ cdef int _walk_list(list obj, path, dict found) except -1:
 
 cdef inline object _join(path, name):
     return f"{path}.{name}" if path else name
+
+
+# ---------------------------------------------------------------------------------------
+# Repeated keys
+
+
+def repeated_key(body):
+    """The path of the first key that one object of the JSON text `body` holds twice, or None.
+
+    RFC 8259 leaves a repeated name's meaning open (most decoders, msgspec included, keep
+    the last value; others the first, or refuse), so a body that repeats one means
+    different things to different readers. Keys are compared as decoded ("a" and
+    "\\u0061" are the same key) and named as `control_char_fields` names paths, e.g.
+    "transfers[3].amount". `body` must be valid JSON (decode it first): this is a scan,
+    not a parser.
+    """
+    cdef bytes text = body  # TypeError for anything else, as in the pure twin
+    cdef const char *data = text
+    cdef Py_ssize_t i = 0, start, n = len(text)
+    cdef char c
+    cdef bint escaped
+    # The frames as in the pure twin; `top` is the innermost (None outside any).
+    cdef list top = None
+    while i < n:
+        c = data[i]
+        if c == b'"':
+            start = i + 1
+            i = start
+            escaped = False
+            while i < n and data[i] != b'"':
+                if data[i] == b'\\':  # skip the escaped character
+                    escaped = True
+                    i += 1
+                i += 1
+            if top is not None and top[3]:
+                if escaped:
+                    key = _json_loads(b'"' + text[start:i] + b'"')
+                else:
+                    key = PyUnicode_DecodeUTF8(data + start, i - start, NULL)
+                if key in <set>top[0]:
+                    return _join(_path(top[1]), key)
+                (<set>top[0]).add(key)
+                top[2] = key
+                top[3] = False
+        elif c == b'{':
+            top = [set(), top, None, True]
+        elif c == b'[':
+            top = [None, top, 0, False]
+        elif c == b'}' or c == b']':
+            if top is None:
+                raise ValueError("not JSON: a bracket closes nothing")
+            top = top[1]
+        elif c == b',':
+            if top is None:
+                raise ValueError("not JSON: a comma outside any container")
+            if top[0] is None:
+                top[2] = <Py_ssize_t>top[2] + 1
+            else:
+                top[3] = True
+        i += 1
+    return None
+
+
+cdef object _path(list frame):
+    """The path of the container inside `frame`'s (None: the document itself)."""
+    cdef list names = []
+    while frame is not None:
+        names.append(frame)
+        frame = <list>frame[1] if frame[1] is not None else None
+    path = ""
+    for frame in reversed(names):
+        if frame[0] is None:
+            path = f"{path}[{frame[2]}]"
+        else:
+            path = _join(path, frame[2])
+    return path
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ is available. Every public name here exists, with the same behaviour, in `_codec
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "has_control_char",
+    "repeated_key",
 ]
 
 ACCOUNT_COLUMNS: tuple[str, ...] = (
@@ -125,6 +127,72 @@ def _walk(obj: Any, path: str, found: dict[str, None]) -> None:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def repeated_key(body: bytes) -> str | None:
+    """The path of the first key that one object of the JSON text `body` holds twice, or None.
+
+    RFC 8259 leaves a repeated name's meaning open (most decoders, msgspec included, keep
+    the last value; others the first, or refuse), so a body that repeats one means
+    different things to different readers. Keys are compared as decoded ("a" and
+    "\\u0061" are the same key) and named as `control_char_fields` names paths, e.g.
+    "transfers[3].amount". `body` must be valid JSON (decode it first): this is a scan,
+    not a parser.
+    """
+    if not isinstance(body, bytes):
+        raise TypeError(f"expected bytes, not {type(body).__name__}")
+    # A frame per open container: [keys seen (None: an array), the frame around it,
+    # the key being read (an object) or the item's index (an array), whether a key
+    # comes next]. Paths are built only for the answer.
+    top: list[Any] | None = None
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == 0x22:  # '"'
+            start = i + 1
+            i = start
+            escaped = False
+            while i < n and body[i] != 0x22:
+                if body[i] == 0x5C:  # a backslash: skip the escaped character
+                    escaped = True
+                    i += 1
+                i += 1
+            if top is not None and top[3]:
+                raw = body[start:i]
+                key = json.loads(b'"' + raw + b'"') if escaped else raw.decode()
+                if key in top[0]:
+                    return _join(_path(top[1]), key)
+                top[0].add(key)
+                top[2], top[3] = key, False
+        elif c == 0x7B:  # '{'
+            top = [set(), top, None, True]
+        elif c == 0x5B:  # '['
+            top = [None, top, 0, False]
+        elif c == 0x7D or c == 0x5D:  # '}' or ']'
+            if top is None:
+                raise ValueError("not JSON: a bracket closes nothing")
+            top = top[1]
+        elif c == 0x2C:  # ','
+            if top is None:
+                raise ValueError("not JSON: a comma outside any container")
+            if top[0] is None:
+                top[2] += 1
+            else:
+                top[3] = True
+        i += 1
+    return None
+
+
+def _path(frame: list[Any] | None) -> str:
+    """The path of the container inside `frame`'s (None: the document itself)."""
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame[1]
+    path = ""
+    for frame in reversed(frames):
+        path = f"{path}[{frame[2]}]" if frame[0] is None else _join(path, frame[2])
+    return path
 
 
 def encode_cursor(value: uuid.UUID) -> str:

@@ -1,4 +1,5 @@
-"""Row-to-JSON, control-character and cursor helpers: the compiled twin when available.
+"""Row-to-JSON, control-character, repeated-key and cursor helpers: the compiled twin
+when available.
 
 `_codec_c` (Cython) and `_codec_py` (pure Python) export the same names and behave the
 same; this module re-exports one of them. The pure twin is used when TALLY_NO_EXTENSIONS is
@@ -20,6 +21,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "has_control_char",
+    "repeated_key",
 ]
 
 IMPLEMENTATION: Literal["c", "py"]
@@ -36,3 +38,4 @@ control_char_fields = _impl.control_char_fields
 decode_cursor = _impl.decode_cursor
 encode_cursor = _impl.encode_cursor
 has_control_char = _impl.has_control_char
+repeated_key = _impl.repeated_key

@@ -1,4 +1,4 @@
-"""Request body decoding: content type, JSON syntax, schema, control characters.
+"""Request body decoding: content type, JSON syntax, repeated keys, schema, control characters.
 
 The fast path is one typed msgspec decode. Only when it fails do we decode
 again, field by field, so that a 422 names every failing field and not just
@@ -103,6 +103,14 @@ def decode_json(body: bytes, kind: type[T]) -> T:
         value = outcome.value
     except (msgspec.DecodeError, RecursionError):
         raise bad_request("The body is not valid JSON (or nests too deeply).") from None
+    # msgspec keeps a repeated key's last value; a proxy or a signature check in
+    # front of Tally may have read the first. One meaning or none: refused.
+    repeated = codec.repeated_key(body)
+    if repeated is not None:
+        raise bad_request(
+            "The body gives a key twice in one object.",
+            [{"field": repeated, "message": "is given more than once"}],
+        )
     if _may_hold_control_chars(body):
         bad = codec.control_char_fields(msgspec.to_builtins(value))
         if bad:

@@ -6,6 +6,7 @@ import base64
 import importlib
 import importlib.machinery
 import inspect
+import json
 import os
 import pickle
 import sys
@@ -30,6 +31,7 @@ PUBLIC_NAMES = {
     "decode_cursor",
     "encode_cursor",
     "has_control_char",
+    "repeated_key",
 }
 
 # No example database: it would leave a .hypothesis/ directory in the working tree.
@@ -324,6 +326,71 @@ def test_control_char_fields_raises_recursion_error_on_absurd_nesting(twin: Modu
 
 
 # ---------------------------------------------------------------------------------------
+# Repeated keys
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (b'{"amount": 1, "amount": 1000000}', "amount"),
+        (b'{"a":1,"b":2}', None),
+        (b'{"a":"a","b":"a","c":["a","a"]}', None),  # repeated values are no repeated keys
+        (b'{"metadata": {"k": "1", "k": "2"}}', "metadata.k"),
+        (b'{"transfers": [{"amount": 1}, {"amount": 2, "amount": 3}]}', "transfers[1].amount"),
+        (b'{"a": {"x": 1}, "b": {"x": 1}}', None),  # the same key in two objects
+        (b'[{"x": 1}, [{"y": [1, {"z": 1, "z": 2}]}]]', "[1][0].y[1].z"),
+        (b'{"a": 1, "\\u0061": 2}', "a"),  # compared as decoded
+        (b'{"\\u00e9": 1, "\xc3\xa9": 2}', "\u00e9"),
+        (b'{"a\\"": 1, "a\\\\": 2, "a": 3}', None),  # escapes inside keys
+        (b'{"k": "x\\\\", "k": 1}', "k"),  # a value ending in an escaped backslash
+        (b'{"k": "{\\"k\\": 1}", "j": "[,]"}', None),  # brackets and commas in strings
+        (b' { "a" : 1 ,\n "a" : 2 } ', "a"),
+        (b'{"a": {}, "b": [], "a": null}', "a"),
+        (b'{"a.b": 1, "a": {"b": 2}}', None),
+        (b'"just a string"', None),
+        (b"12", None),
+        (b"[]", None),
+    ],
+)
+def test_repeated_key(twin: ModuleType, text: bytes, expected: str | None) -> None:
+    assert twin.repeated_key(text) == expected
+
+
+def test_repeated_key_takes_bytes_only(twin: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        twin.repeated_key('{"a": 1}')
+
+
+@pytest.mark.parametrize("text", [b"]", b"}", b",", b'"a"]', b'{"a":1}}', b"1,2"])
+def test_repeated_key_refuses_what_is_plainly_not_json(twin: ModuleType, text: bytes) -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        twin.repeated_key(text)
+
+
+@PROPERTY
+@given(
+    text=st.binary(max_size=64)
+    | st.text(st.sampled_from('{}[],:"\\ab\u00e9'), max_size=40).map(str.encode)
+)
+def test_twins_agree_on_any_bytes(c_twin: ModuleType, text: bytes) -> None:
+    """Not JSON is not what the scan is for, but it must not crash on it: both
+    twins give the same answer or raise the same ValueError."""
+    outcomes = []
+    for twin in (_codec_py, c_twin):
+        try:
+            outcomes.append(twin.repeated_key(text))
+        except ValueError as exc:
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_repeated_key_handles_deep_nesting(twin: ModuleType) -> None:
+    depth = sys.getrecursionlimit() * 10  # a scan with its own stack, no recursion
+    text = b'{"a":[' * depth + b'{"z":1,"z":2}' + b"]}" * depth
+    assert twin.repeated_key(text) == "a[0]." * depth + "z"
+
+
+# ---------------------------------------------------------------------------------------
 # Cursors
 
 
@@ -488,6 +555,58 @@ def test_twins_agree_on_control_char_fields(c_twin: ModuleType, obj: Any, prefix
     assert c_twin.control_char_fields(obj, prefix) == expected
     assert len(set(expected)) == len(expected)
     assert bool(expected) == any(_naive_has_control(s) for s in _all_strings(obj))
+
+
+KEYS = st.sampled_from(["a", "b", "\u00e9", "a.b", 'q"', "\\"]) | TEXT
+
+
+def _dumps(value: Any, ascii_only: bool) -> str:
+    # Lone surrogates have no UTF-8: such strings go as escapes, as a client would send them.
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True)
+    return text
+
+
+@st.composite
+def json_texts(draw: st.DrawFn, depth: int = 0) -> str:
+    """JSON text whose objects may repeat keys, written in varied ways (escaped or not)."""
+    kind = draw(st.sampled_from(["scalar", "array", "object"] if depth < 4 else ["scalar"]))
+    space = draw(st.sampled_from(["", " ", "\n "]))
+    if kind == "scalar":
+        value = draw(st.none() | st.booleans() | ANY_INT | TEXT)
+        return _dumps(value, draw(st.booleans()))
+    if kind == "array":
+        items = draw(st.lists(json_texts(depth + 1), max_size=4))
+        return "[" + f",{space}".join(items) + "]"
+    pairs = draw(st.lists(st.tuples(KEYS, json_texts(depth + 1)), max_size=4))
+    members = [f"{_dumps(k, draw(st.booleans()))}{space}:{space}{v}" for k, v in pairs]
+    return "{" + f",{space}".join(members) + "}"
+
+
+def _repeats(text: str) -> bool:
+    """The oracle: the standard library's decoder, told to refuse a repeated key."""
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        keys = [k for k, _ in items]
+        repeated = repeated or len(set(keys)) < len(keys)
+        return dict(items)
+
+    json.loads(text, object_pairs_hook=pairs)
+    return repeated
+
+
+@PROPERTY
+@given(text=json_texts())
+def test_twins_agree_on_repeated_keys(c_twin: ModuleType, text: str) -> None:
+    body = text.encode()
+    expected = _codec_py.repeated_key(body)
+    assert c_twin.repeated_key(body) == expected
+    assert (expected is not None) == _repeats(text)
 
 
 @PROPERTY

@@ -46,3 +46,22 @@ def test_control_characters_reported_beside_other_failures():
 def test_valid_patch_decodes():
     patch = decode_json(b'{"metadata": {"a": null}}', AccountPatch)
     assert patch.metadata == {"a": None}
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"name": "a", "name": "b", "currency": "USD"}', "name"),
+        (b'{"name": "a", "currency": "USD", "metadata": {"k": "1", "k": "2"}}', "metadata.k"),
+        (b'{"name": "a", "\\u006eame": "b", "currency": "USD"}', "name"),
+    ],
+)
+def test_a_key_given_twice_is_400_naming_it(body, field):
+    err = error_of(body)
+    assert (err.status, err.code) == (400, "BAD_REQUEST")
+    assert err.details["fields"] == [{"field": field, "message": "is given more than once"}]
+
+
+def test_the_same_key_in_different_objects_is_fine():
+    body = b'{"name": "a", "currency": "USD", "metadata": {"name": "x", "currency": "y"}}'
+    assert decode_json(body, AccountCreate).metadata == {"name": "x", "currency": "y"}

@@ -929,6 +929,35 @@ async def test_settling_with_a_body_of_non_json_whitespace_is_refused(client, te
     assert (await get_transfer(client, tenant, held["id"]))["status"] == "pending"
 
 
+async def test_a_key_given_twice_moves_nothing(client, tenant):
+    """`{"amount": 1, "amount": 900}`: msgspec would take 900, a proxy that
+    checked the body may have read 1. Refused with the key's path, on every
+    money-moving body, and nothing changes."""
+    w, a, b = await funded(client, tenant)
+    held = await hold(client, tenant, a, b, 300)
+    before = await state(client, tenant, w, a, b)
+    headers = {**tenant.headers(), "Content-Type": "application/json"}
+    one = f'"debit_account_id": "{a}", "credit_account_id": "{b}", "currency": "USD"'
+    item = f'{{{one}, "amount": 1}}'
+    cases = [
+        (URL, f'{{{one}, "amount": 1, "amount": 900}}', "amount"),
+        (URL, f'{{{one}, "amount": 1, "metadata": {{"k": "1", "k": "2"}}}}', "metadata.k"),
+        (URL, f'{{{one}, "amount": 1, "\\u0061mount": 900}}', "amount"),
+        (BATCH_URL, f'{{"transfers": [{item}, {{{one}, "amount": 1, "amount": 900}}]}}',
+         "transfers[1].amount"),
+        (BATCH_URL, f'{{"atomic": true, "atomic": false, "transfers": [{item}]}}', "atomic"),
+        (f"{URL}/{held['id']}/post", '{"amount": 1, "amount": 300}', "amount"),
+    ]  # fmt: skip
+    for url, body, field in cases:
+        r = await client.post(url, content=body.encode(), headers=headers)
+        error = assert_error(r, 400, "BAD_REQUEST")
+        assert error["details"]["fields"] == [
+            {"field": field, "message": "is given more than once"}
+        ]
+    assert await state(client, tenant, w, a, b) == before
+    assert (await get_transfer(client, tenant, held["id"]))["status"] == "pending"
+
+
 @pytest.mark.parametrize("action", ["post", "void"])
 async def test_settling_with_a_body_of_json_whitespace_takes_the_defaults(client, tenant, action):
     _w, a, b = await funded(client, tenant)
