@@ -17,6 +17,7 @@ _REASONS = {
     401: "Missing, invalid or expired token",
     403: "Missing scope",
     404: "Not found",
+    408: "The body did not arrive within TALLY_BODY_TIMEOUT_SECONDS",
     409: "Conflict",
     412: "If-Match does not match the current version",
     413: "Body too large",

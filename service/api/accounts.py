@@ -122,7 +122,7 @@ ENDPOINTS = [
         body=AccountCreate,
         response=AccountEnvelope,
         status=201,
-        errors=(400, 401, 403, 413, 415, 422),
+        errors=(400, 401, 403, 408, 413, 415, 422),
     ),
     Endpoint(
         "GET",
@@ -151,6 +151,6 @@ ENDPOINTS = [
         scope=scopes.LEDGER_WRITE,
         body=AccountPatch,
         response=AccountEnvelope,
-        errors=(400, 401, 403, 404, 409, 412, 413, 415, 422),
+        errors=(400, 401, 403, 404, 408, 409, 412, 413, 415, 422),
     ),
 ]

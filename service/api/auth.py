@@ -149,7 +149,7 @@ ENDPOINTS = [
         "Exchange client credentials for a JWT",
         body=TokenRequest,
         response=TokenResponse,
-        errors=(400, 401, 413, 415, 422),
+        errors=(400, 401, 408, 413, 415, 422),
         tag="auth",
     ),
 ]

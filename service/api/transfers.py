@@ -207,7 +207,7 @@ async def list_transfers(request: Request, principal: Principal) -> Response:
     return page_response(data, limit, rows[-1][0] if has_more else None)
 
 
-_WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)
+_WRITE_ERRORS = (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)
 _LIST_QUERY = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),
     QueryParam("cursor", params.CURSOR_SCHEMA, "next_cursor from the previous page"),

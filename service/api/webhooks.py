@@ -152,7 +152,7 @@ ENDPOINTS = [
         body=WebhookCreate,
         response=WebhookCreatedEnvelope,
         status=201,
-        errors=(400, 401, 403, 413, 415, 422),
+        errors=(400, 401, 403, 408, 413, 415, 422),
         tag="webhooks",
     ),
     Endpoint(
@@ -184,7 +184,7 @@ ENDPOINTS = [
         scope=scopes.WEBHOOKS_MANAGE,
         body=WebhookPatch,
         response=WebhookEnvelope,
-        errors=(400, 401, 403, 404, 413, 415, 422),
+        errors=(400, 401, 403, 404, 408, 413, 415, 422),
         tag="webhooks",
     ),
     Endpoint(
@@ -196,7 +196,7 @@ ENDPOINTS = [
         body=SecretRotation,
         body_required=False,
         response=WebhookCreatedEnvelope,
-        errors=(400, 401, 403, 404, 413, 415, 422),
+        errors=(400, 401, 403, 404, 408, 413, 415, 422),
         tag="webhooks",
     ),
     Endpoint(

@@ -77,3 +77,16 @@ async def test_the_writes_that_honour_idempotency_key_document_it(client):
         assert header["in"] == "header" and header["required"] is False
         assert header["schema"]["maxLength"] == 255
         assert {"400", "409"} <= set(op["responses"])
+
+
+async def test_every_operation_with_a_body_documents_the_body_errors(client):
+    """A body can be too large (413), of the wrong type (415) or too slow to
+    arrive (408, TALLY_BODY_TIMEOUT_SECONDS): every operation taking one says so."""
+    doc = (await client.get("/openapi.json")).json()
+    missing = {
+        f"{method.upper()} {path}": {"408", "413", "415"} - set(op["responses"])
+        for path, operations in doc["paths"].items()
+        for method, op in operations.items()
+        if "requestBody" in op
+    }
+    assert {name: codes for name, codes in missing.items() if codes} == {}
