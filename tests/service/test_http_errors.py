@@ -213,3 +213,26 @@ async def test_unhandled_error_is_500_envelope_without_internals(crashing_client
     assert err["details"] == {"request_id": "req-42"}
     assert "secret internals" not in r.text
     assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
+    "types",
+    [["application/json", "text/plain"], ["text/plain", "application/json"],
+     ["application/json", "application/json"]],
+)  # fmt: skip
+async def test_a_content_type_given_twice_is_400_and_writes_nothing(client, tenant, types):
+    headers = [*tenant.headers().items(), *(("Content-Type", t) for t in types)]
+    r = await client.post("/api/accounts", content=b'{"name": "twice", "currency": "USD"}',
+                          headers=headers)  # fmt: skip
+    err = assert_envelope(r, 400, "BAD_REQUEST")
+    assert err["details"]["fields"] == [{"field": "Content-Type", "message": "must be given once"}]
+    listed = await client.get("/api/accounts", headers=tenant.headers())
+    assert [a["name"] for a in listed.json()["data"]] == []
+    form = "application/x-www-form-urlencoded"
+    r = await client.post(
+        "/api/auth/token",
+        content=f"grant_type=client_credentials&client_id={tenant.client_id}"
+        f"&client_secret={tenant.client_secret}".encode(),
+        headers=[("Content-Type", form), ("Content-Type", form)],
+    )
+    assert_envelope(r, 400, "BAD_REQUEST")
