@@ -23,13 +23,21 @@ async def accounts_of(client, tenant):
     return ids
 
 
-def deadlock_first_batch(monkeypatch) -> list[int]:
-    """The first batch writes everything, then dies in a deadlock; the list
-    returned counts the batches applied."""
+def _of(tenant_id: uuid.UUID, requests) -> bool:
+    # The session's app shares the patched module: its own batches (the expiry
+    # sweep of other tests' holds, say) must go through untouched and uncounted.
+    return any(r.tenant_id == tenant_id for r in requests)
+
+
+def deadlock_first_batch(monkeypatch, tenant_id: uuid.UUID) -> list[int]:
+    """The tenant's first batch writes everything, then dies in a deadlock; the
+    list returned counts the tenant's batches applied."""
     real_apply = engine_module._apply
     calls: list[int] = []
 
     async def deadlock_once(conn, requests):
+        if not _of(tenant_id, requests):
+            return await real_apply(conn, requests)
         calls.append(1)
         outcomes = await real_apply(conn, requests)  # writes, then the tx dies
         if len(calls) == 1:
@@ -40,12 +48,14 @@ def deadlock_first_batch(monkeypatch) -> list[int]:
     return calls
 
 
-def fail_after_writing(monkeypatch) -> None:
-    """Every batch writes everything, then fails before COMMIT."""
+def fail_after_writing(monkeypatch, tenant_id: uuid.UUID) -> None:
+    """Every batch of the tenant writes everything, then fails before COMMIT."""
     real_apply = engine_module._apply
 
     async def fail(conn, requests):
-        await real_apply(conn, requests)
+        outcomes = await real_apply(conn, requests)
+        if not _of(tenant_id, requests):
+            return outcomes
         raise RuntimeError("boom")
 
     monkeypatch.setattr(engine_module, "_apply", fail)
@@ -54,7 +64,7 @@ def fail_after_writing(monkeypatch) -> None:
 async def test_deadlock_is_retried_and_applied_once(app, client, tenant, monkeypatch):
 
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    calls = deadlock_first_batch(monkeypatch)
+    calls = deadlock_first_batch(monkeypatch, tenant.tenant_id)
     engine = TransferEngine(app.state.db)
     [[(code, _)]] = await engine._flush(
         [Request(tenant.tenant_id, [NewTransfer(debit, credit, 7, "USD")])]
@@ -69,7 +79,7 @@ async def test_failure_before_commit_is_not_committed_and_writes_nothing(
 ):
 
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    fail_after_writing(monkeypatch)
+    fail_after_writing(monkeypatch, tenant.tenant_id)
     engine = TransferEngine(app.state.db)
     with pytest.raises(NotCommitted):
         await engine._flush([Request(tenant.tenant_id, [NewTransfer(debit, credit, 7, "USD")])])

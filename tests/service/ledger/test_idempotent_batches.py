@@ -118,7 +118,7 @@ async def test_a_batch_that_fails_before_commit_leaves_its_keys_free(
     app, client, tenant, monkeypatch
 ):
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    fail_after_writing(monkeypatch)
+    fail_after_writing(monkeypatch, tenant.tenant_id)
     engine = TransferEngine(app.state.db)
     with pytest.raises(NotCommitted):
         await engine._flush([keyed(tenant, debit, credit, "k")])
@@ -133,7 +133,7 @@ async def test_a_batch_retried_after_a_deadlock_claims_its_keys_again(
     app, client, tenant, monkeypatch
 ):
     debit, credit = map(uuid.UUID, await accounts_of(client, tenant))
-    calls = deadlock_first_batch(monkeypatch)
+    calls = deadlock_first_batch(monkeypatch, tenant.tenant_id)
     engine = TransferEngine(app.state.db)
     [result] = await engine._flush([keyed(tenant, debit, credit, "k")])
     assert isinstance(result, list) and result[0][0] is None and len(calls) == 2
