@@ -75,7 +75,6 @@ async def wait_until(deadline: float, awaitable: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         if task not in sweeper.expired:
             raise
-        sweeper.expired.discard(task)
         if task.uncancel() > 0:  # cancelled by someone else too: theirs wins
             raise
         raise Expired from None

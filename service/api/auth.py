@@ -13,7 +13,8 @@ from urllib.parse import parse_qsl, unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api.decoding import content_type, decode_json
+from service.api.decoding import decode_json
+from service.api.params import single_header
 from service.api.routing import Endpoint, client_address, json_response, limit
 from service.auth import clients
 from service.auth import scopes as scope_names
@@ -82,7 +83,7 @@ def _json_of(form: dict[str, str]) -> bytes:
 
 async def issue_token(request: Request) -> Response:
     basic = _basic_credentials(request)
-    ctype = content_type(request).split(";", 1)[0].strip().lower()
+    ctype = (single_header(request, "Content-Type") or "").split(";", 1)[0].strip().lower()
     body = await request.body()
     if ctype == _FORM:
         req = _form_request(body, basic)

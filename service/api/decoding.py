@@ -16,6 +16,7 @@ import msgspec
 from starlette.requests import Request
 
 from fastpath import codec
+from service.api.params import single_header
 from service.errors import ApiError, bad_request, validation_error
 
 T = TypeVar("T")
@@ -59,20 +60,8 @@ def _decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
     return dec
 
 
-def content_type(request: Request) -> str:
-    """The request's Content-Type ("" without one); 400 when it comes more than
-    once: a body has one type, and which of two a proxy went by is a guess."""
-    values = request.headers.getlist("content-type")
-    if len(values) > 1:
-        raise bad_request(
-            "Content-Type given more than once.",
-            [{"field": "Content-Type", "message": "must be given once"}],
-        )
-    return values[0] if values else ""
-
-
 def require_json(request: Request) -> None:
-    ctype = content_type(request)
+    ctype = single_header(request, "Content-Type") or ""
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
         raise ApiError(
             415,

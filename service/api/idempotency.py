@@ -16,6 +16,7 @@ import uuid
 import msgspec
 from starlette.requests import Request
 
+from service.api.params import single_header
 from service.auth.tokens import Principal
 from service.errors import ApiError, bad_request, unauthenticated
 from service.ledger.idempotency import IdempotencyClaim
@@ -34,15 +35,9 @@ def claim_of(
     or when the header comes more than once: which of two keys would guard the
     write is a guess, and a guess may let a retry move money twice.
     """
-    keys = request.headers.getlist("idempotency-key")
-    if not keys:
+    key = single_header(request, "Idempotency-Key")
+    if key is None:
         return None
-    if len(keys) > 1:
-        raise bad_request(
-            "Idempotency-Key given more than once.",
-            [{"field": "Idempotency-Key", "message": "must be given once"}],
-        )
-    key = keys[0]
     if not _KEY.fullmatch(key):
         raise bad_request(
             "Invalid Idempotency-Key.",

@@ -1,4 +1,5 @@
-"""Parsing path and query parameters; each failure is a 400 naming the parameter."""
+"""Parsing path and query parameters and single-valued headers; each failure is a 400
+naming the parameter or header."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ ENTRY_CURSOR_SCHEMA = {"type": "string", "pattern": "^A{10}[AB][A-Za-z0-9_-]{10}
 
 def _bad(name: str, message: str) -> Exception:
     return bad_request(f"Invalid parameter {name!r}.", [{"field": name, "message": message}])
+
+
+def single_header(request: Request, name: str) -> str | None:
+    """Header `name`'s value (None without it); 400 when it comes more than once:
+    which of two values a proxy in front went by is a guess."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise bad_request(
+            f"{name} given more than once.", [{"field": name, "message": "must be given once"}]
+        )
+    return values[0] if values else None
 
 
 def path_id(request: Request, name: str = "id") -> uuid.UUID:
