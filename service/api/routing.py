@@ -196,10 +196,27 @@ def _authorized_now(request: Request, scope: str) -> Principal | None:
     return principal
 
 
-def _guard(handler: Handler, scope: str) -> Callable[[Request], Awaitable[Response]]:
+def _guard(
+    handler: Handler, scope: str, query: tuple[str, ...]
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         principal = _authorized_now(request, scope) or await authorize(request, scope)
+        if request.scope["query_string"]:
+            reject_unknown_query(request, query)
         return await handler(request, principal)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+def _query_checked(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """An unauthenticated /api/ operation (the token endpoint), which takes no
+    query parameter: credentials in a URL end up in logs (RFC 6749 2.3.1)."""
+
+    async def endpoint(request: Request) -> Response:
+        if request.scope["query_string"]:
+            reject_unknown_query(request, ())
+        return await handler(request)
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -254,7 +271,18 @@ def _route_path(path: str) -> str:
 
 
 def _guarded(ep: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-    return ep.handler if ep.scope is None else _guard(ep.handler, ep.scope)
+    """The handler behind its checks. Every /api/ operation refuses a query
+    parameter it does not declare in `ep.query` (so the OpenAPI document and
+    the check cannot disagree), after authorization: `POST
+    /api/transfers?dry_run=true` must not move money. The operational routes
+    (/healthz, /metrics, ...) ignore their query string, as probes expect."""
+    if ep.scope is not None:
+        return _guard(ep.handler, ep.scope, tuple(q.name for q in ep.query))
+    if ep.path.startswith("/api/"):
+        if ep.query:
+            raise ValueError(f"{ep.method} {ep.path}: no check for its query parameters")
+        return _query_checked(ep.handler)
+    return ep.handler
 
 
 class _Endpoint:

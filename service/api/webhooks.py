@@ -15,7 +15,6 @@ from service.api.routing import (
     QueryParam,
     json_response,
     page_response,
-    reject_unknown_query,
 )
 from service.auth import scopes
 from service.auth.tokens import Principal
@@ -58,7 +57,6 @@ async def create_webhook(request: Request, principal: Principal) -> Response:
 
 
 async def list_webhooks(request: Request, principal: Principal) -> Response:
-    reject_unknown_query(request, ("limit", "cursor"))
     limit = params.limit(request)
     before = params.cursor(request)
     async with request.app.state.db.connection() as conn:
@@ -121,7 +119,6 @@ async def delete_webhook(request: Request, principal: Principal) -> Response:
 
 
 async def list_deliveries(request: Request, principal: Principal) -> Response:
-    reject_unknown_query(request, ("limit", "cursor", "status"))
     endpoint_id = params.path_id(request)
     limit = params.limit(request)
     before = params.int_cursor(request)

@@ -216,3 +216,96 @@ async def test_a_query_parameter_given_twice_is_400_on_every_list(client, tenant
         error = r.json()["error"]
         assert error["code"] == "BAD_REQUEST"
         assert error["details"]["fields"] == [{"field": name, "message": "is given more than once"}]
+
+
+def _api_operations() -> list[Endpoint]:
+    return [ep for ep in ENDPOINTS if ep.path.startswith("/api/")]
+
+
+@pytest.mark.parametrize("ep", _api_operations(), ids=lambda ep: f"{ep.method} {ep.path}")
+async def test_every_api_operation_refuses_a_query_parameter_it_does_not_declare(
+    client, tenant, ep
+):
+    """`POST /api/transfers?dry_run=true` must not move money; a parameter the
+    OpenAPI document does not list for the operation is 400, whatever the route."""
+    url = _PARAM.sub(str(uuid.uuid4()), ep.path)
+    headers = tenant.basic() if ep.scope is None else tenant.headers()
+    r = await client.request(ep.method, f"{url}?dry_run=true", headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "BAD_REQUEST"
+    assert error["details"]["fields"] == [
+        {"field": "dry_run", "message": "is not a known parameter"}
+    ]
+
+
+async def test_declared_query_parameters_pass_and_others_are_named(client, tenant):
+    headers = tenant.headers()
+    ok = await client.get("/api/accounts?limit=1&status=active", headers=headers)
+    assert ok.status_code == 200, ok.text
+    r = await client.get("/api/accounts?limit=1&sort=asc&page=2", headers=headers)
+    assert r.status_code == 400
+    assert [f["field"] for f in r.json()["error"]["details"]["fields"]] == ["sort", "page"]
+    # A bare `?` or a name with no value is a parameter too.
+    account = await client.post(
+        "/api/accounts", json={"name": "q", "currency": "USD"}, headers=headers
+    )
+    url = f"/api/accounts/{account.json()['data']['id']}"
+    assert (await client.get(f"{url}?", headers=headers)).status_code == 200
+    assert (await client.get(f"{url}?expand", headers=headers)).status_code == 400
+
+
+async def test_a_transfer_with_an_unknown_query_parameter_moves_nothing(client, tenant):
+    headers = tenant.headers()
+
+    async def open_account(**fields):
+        body = {"name": "q", "currency": "USD", **fields}
+        r = await client.post("/api/accounts", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        return r.json()["data"]["id"]
+
+    world, wallet = await open_account(overdraft_limit=None), await open_account()
+    body = {"debit_account_id": world, "credit_account_id": wallet, "amount": 7, "currency": "USD"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    refused = await client.post(
+        "/api/transfers?dry_run=true", json=body, headers={**headers, **key}
+    )
+    assert refused.status_code == 400, refused.text
+    balance = await client.get(f"/api/accounts/{wallet}", headers=headers)
+    assert balance.json()["data"]["balance"]["posted"] == 0
+    listed = await client.get("/api/transfers", params={"account_id": wallet}, headers=headers)
+    assert listed.json()["data"] == []
+    # The key was not claimed: the same key without the parameter runs anew.
+    done = await client.post("/api/transfers", json=body, headers={**headers, **key})
+    assert done.status_code == 201, done.text
+    assert "idempotent-replayed" not in done.headers
+    balance = await client.get(f"/api/accounts/{wallet}", headers=headers)
+    assert balance.json()["data"]["balance"]["posted"] == 7
+
+
+async def test_an_unknown_query_parameter_is_checked_after_the_token(client, tenant):
+    """Without a valid token the answer is 401, as for any other request."""
+    r = await client.get(f"/api/accounts/{uuid.uuid4()}?x=1")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "UNAUTHENTICATED"
+    r = await client.post("/api/transfers?x=1", json={}, headers=tenant.headers("ledger:read"))
+    assert r.status_code == 403
+
+
+async def test_the_token_endpoint_takes_no_credentials_in_the_url(client, tenant):
+    """RFC 6749 2.3.1: credentials in a URL end up in logs; refused, no token."""
+    query = f"client_id={tenant.client_id}&client_secret={tenant.client_secret}"
+    r = await client.post(
+        f"/api/auth/token?{query}",
+        data={"grant_type": "client_credentials"},
+    )
+    assert r.status_code == 400, r.text
+    assert "access_token" not in r.text
+    fields = [f["field"] for f in r.json()["error"]["details"]["fields"]]
+    assert fields == ["client_id", "client_secret"]
+
+
+async def test_operational_routes_ignore_their_query_string(client):
+    for path in ("/healthz", "/openapi.json", "/.well-known/jwks.json"):
+        r = await client.get(f"{path}?cache_bust=1")
+        assert r.status_code == 200, (path, r.text)
