@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from fastpath import codec
 from service import devservers, logs, orphans
 from service import metrics as prometheus
 from service.auth import clients as client_service
@@ -52,6 +53,22 @@ def _database_url() -> Iterator[str]:
         yield pg.start()
     finally:
         pg.stop()
+
+
+# Rates and bucket sizes are PostgreSQL integers (api_clients.rate_limit, burst).
+_LIMIT = click.IntRange(min=1, max=2**31 - 1)
+
+
+def _label(value: str, hint: str, *, required: bool) -> str:
+    """A tenant's or client's name: at most 200 characters (at least one when
+    `required`), without control characters, which `tally ... list` would
+    print to an operator's terminal as they are."""
+    if len(value) > 200 or (required and not value):
+        rule = "1 to 200 characters" if required else "at most 200 characters"
+        raise click.BadParameter(f"must be {rule}", param_hint=hint)
+    if codec.has_control_char(value):
+        raise click.BadParameter("must not contain control characters", param_hint=hint)
+    return value
 
 
 def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
@@ -91,8 +108,7 @@ def tenants() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def tenants_create(name: str, as_json: bool) -> None:
     """Create a tenant called NAME."""
-    if not 1 <= len(name) <= 200:
-        raise click.BadParameter("must be 1 to 200 characters", param_hint="NAME")
+    _label(name, "NAME", required=True)
 
     async def work(db: Database) -> Any:
         async with db.connection() as conn:
@@ -134,13 +150,13 @@ def clients() -> None:
 @click.option("--name", default="", help="A label for the client.")
 @click.option(
     "--rate",
-    type=click.IntRange(min=1),
+    type=_LIMIT,
     default=None,
     help="Requests per second (default: TALLY_RATE_LIMIT).",
 )
 @click.option(
     "--burst",
-    type=click.IntRange(min=1),
+    type=_LIMIT,
     default=None,
     help="Bucket size (default: TALLY_RATE_BURST).",
 )
@@ -160,6 +176,7 @@ def clients_create(
         raise click.BadParameter(str(exc), param_hint="--scopes") from None
     if not wanted:
         raise click.BadParameter("give at least one scope", param_hint="--scopes")
+    _label(name, "--name", required=False)
 
     async def work(db: Database) -> Any:
         async with db.connection() as conn:
@@ -206,8 +223,8 @@ def clients_list(tenant_ref: str | None) -> None:
 
 @clients.command("update")
 @click.argument("client_id")
-@click.option("--rate", type=click.IntRange(min=1), default=None, help="Requests per second.")
-@click.option("--burst", type=click.IntRange(min=1), default=None, help="Bucket size.")
+@click.option("--rate", type=_LIMIT, default=None, help="Requests per second.")
+@click.option("--burst", type=_LIMIT, default=None, help="Bucket size.")
 @click.option("--default-limits", is_flag=True, help="Go back to the configured defaults.")
 def clients_update(
     client_id: str, rate: int | None, burst: int | None, default_limits: bool

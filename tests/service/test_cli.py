@@ -97,6 +97,22 @@ def test_revoke(tally):
         (("clients", "create", "--tenant", "x", "--scopes", ""), "at least one scope"),
         (("clients", "revoke", "not-a-uuid"), "must be a UUID"),
         (("tenants", "create", ""), "1 to 200"),
+        (("tenants", "create", "t" * 201), "1 to 200"),
+        (("tenants", "create", "a\x1b[2Jb"), "control characters"),
+        (("tenants", "create", "a\u0085b"), "control characters"),
+        (("clients", "create", "--tenant", "x", "--name", "n" * 201), "at most 200"),
+        (("clients", "create", "--tenant", "x", "--name", "a\x07"), "control characters"),
+        # Rates and bursts are PostgreSQL integers: past 2**31 - 1 was a traceback.
+        (("clients", "create", "--tenant", "x", "--rate", str(2**31)), "--rate"),
+        (("clients", "create", "--tenant", "x", "--burst", "9" * 23), "--burst"),
+        (
+            ("clients", "update", "01a249e7-0000-7000-8000-000000000000", "--rate", str(2**31)),
+            "--rate",
+        ),
+        (
+            ("clients", "update", "01a249e7-0000-7000-8000-000000000000", "--burst", "0"),
+            "--burst",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(tally, args, message):
@@ -124,3 +140,15 @@ def test_keys_rotate_adds_a_data_key(tally, database_url):
     assert out.startswith("added data key d")
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM keys").fetchone()[0] == before + 1
+
+
+def test_the_largest_rate_and_burst_are_stored(tally, database_url):
+    tally("tenants", "create", "big-limits")
+    made = tally("clients", "create", "--tenant", "big-limits", "--json",
+                 "--rate", str(2**31 - 1), "--burst", str(2**31 - 1))  # fmt: skip
+    client_id = json.loads(made.stdout)["client_id"]
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT rate_limit, burst FROM api_clients WHERE id = %s", (client_id,)
+        ).fetchone()
+    assert row == (2**31 - 1, 2**31 - 1)
