@@ -112,6 +112,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(kind)}},
         }
     errors = set(ep.errors) | ({400, 409} if ep.idempotent else set())
+    if ep.path.startswith("/api/"):
+        errors.add(400)  # every /api/ operation refuses an undeclared query parameter
     if ep.scope:
         op["security"] = [{"bearer": [ep.scope]}]
         errors |= {401, 403}

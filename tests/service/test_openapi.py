@@ -90,3 +90,15 @@ async def test_every_operation_with_a_body_documents_the_body_errors(client):
         if "requestBody" in op
     }
     assert {name: codes for name, codes in missing.items() if codes} == {}
+
+
+async def test_every_api_operation_documents_400(client):
+    """Any /api/ operation answers an undeclared query parameter with 400."""
+    doc = (await client.get("/openapi.json")).json()
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in doc["paths"].items()
+        for method, op in operations.items()
+        if path.startswith("/api/") and "400" not in op["responses"]
+    ]
+    assert missing == []
