@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -93,13 +95,42 @@ async def patch_account(request: Request, principal: Principal) -> Response:
     return await _account(request, row, principal)
 
 
-def _if_match(request: Request) -> int | None:
-    """The version an If-Match header demands; -1 (never matches) if it names none."""
-    raw = request.headers.get("if-match")
-    if raw is None or raw.strip() == "*":
+def _if_match(request: Request) -> frozenset[int] | None:
+    """The versions If-Match accepts; None without the header or with `*`.
+
+    RFC 9110 13.1.1: the field is a list of entity tags (several header lines
+    make one list), and any member that names the current version matches. A
+    tag Tally never sends (`"01"`) and anything that is not a list of quoted
+    tags (`1`, `"1`) match no version: 412, nothing changed. A weak tag
+    (`W/"1"`) names its version too, though the RFC compares strongly here:
+    proxies weaken ETags when they compress a response (nginx's gzip does),
+    and the tag is the version number itself, so no stale write can pass.
+    """
+    values = request.headers.getlist("if-match")
+    if not values:
         return None
-    tag = raw.strip().removeprefix("W/").strip('"')
-    return int(tag) if tag.isascii() and tag.isdigit() and len(tag) < 10 else -1
+    field = ",".join(values)
+    if field.strip(" \t") == "*":
+        return None
+    versions: set[int] = set()
+    position, end = 0, len(field)
+    while position < end:
+        match = _ETAG_ITEM.match(field, position)
+        if match is None:
+            return frozenset()  # not a list of entity tags: nothing matches
+        tag = match.group(1)
+        if tag is not None and _VERSION_TAG.fullmatch(tag):
+            versions.add(int(tag))
+        position = match.end()
+    return frozenset(versions)
+
+
+# One list member: optional whitespace, an entity-tag (RFC 9110 8.8.3: opaque
+# characters in quotes, `W/` for weak) or nothing (RFC 9110 5.6.1: empty members
+# are allowed), optional whitespace, then a comma or the end.
+_ETAG_ITEM = re.compile(r'[ \t]*(?:(?:W/)?"([\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(?:,|\Z)')
+# The tags Tally sends: a version in decimal, as the ETag header carries it.
+_VERSION_TAG = re.compile(r"0|[1-9][0-9]{0,8}")
 
 
 _LIST_QUERY = (

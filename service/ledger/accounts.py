@@ -124,14 +124,15 @@ async def update_account(
     tenant_id: uuid.UUID,
     account_id: uuid.UUID,
     patch: AccountPatch,
-    if_match: int | None,
+    if_match: frozenset[int] | None,
 ) -> tuple:
-    """Apply a PATCH under a row lock, enforcing If-Match and the status rules."""
+    """Apply a PATCH under a row lock, enforcing If-Match (the versions it
+    accepts; None: any) and the status rules."""
     async with db.connection() as conn, conn.transaction():
         row = await sql.get(conn, tenant_id, account_id, lock=True)
         if row is None:
             raise NotFound("account")
-        if if_match is not None and row[_COL["version"]] != if_match:
+        if if_match is not None and row[_COL["version"]] not in if_match:
             raise VersionMismatch(row[_COL["version"]])
         changes = _changes(row, patch)
         if not changes:

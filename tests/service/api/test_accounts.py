@@ -1182,3 +1182,36 @@ async def test_forged_token_is_401_and_writes_nothing(client, tenant):
     )
     assert_error(r, 401, "UNAUTHENTICATED")
     await assert_no_accounts(client, tenant)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ['"2", "1"', '"1", W/"7"', ', "1"', '"1",', '"9" , "1" ', 'W/"1", "x"'],
+)
+async def test_patch_if_match_is_a_list_any_member_of_which_matches(client, tenant, tag):
+    """RFC 9110 13.1.1: If-Match lists entity tags; the current one anywhere matches."""
+    created = await open_account(client, tenant)
+    data = await patched(client, tenant, created["id"], {"name": "b"}, If_Match=tag)
+    assert data["version"] == 2
+
+
+async def test_patch_if_match_on_several_lines_is_one_list(client, tenant):
+    created = await open_account(client, tenant)
+    headers = [*tenant.headers().items(), ("If-Match", '"5"'), ("If-Match", '"1"')]
+    r = await client.patch(account_url(created["id"]), json={"name": "b"}, headers=headers)
+    assert r.status_code == 200, r.text
+    headers = [*tenant.headers().items(), ("If-Match", '"5"'), ("If-Match", '"6"')]
+    r = await client.patch(account_url(created["id"]), json={"name": "c"}, headers=headers)
+    assert_error(r, 412, "VERSION_MISMATCH")
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ['"01"', "1", '"1', '1"', '"1" "1"', '"1";', 'w/"1"', '"1"x', '"+1"', '"1.0"'],
+)
+async def test_patch_if_match_that_is_not_the_version_tag_is_412(client, tenant, tag):
+    """Only the tag Tally sends, quoted, names a version: a look-alike matches nothing."""
+    created = await open_account(client, tenant)
+    r = await patch(client, tenant, created["id"], {"name": "c"}, If_Match=tag)
+    assert_error(r, 412, "VERSION_MISMATCH")
+    assert await fetch(client, tenant, created["id"]) == created
