@@ -68,6 +68,20 @@ _IDEMPOTENCY_KEY = {
 }
 
 
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": (
+        'Optimistic locking: the ETag of the version the change is meant for, e.g. "3"'
+        ' (a list of them, or *, as RFC 9110 allows; W/"3" counts as "3"). Another'
+        " current version, or a tag that is not one the ETag header sends, is 412"
+        " VERSION_MISMATCH and changes nothing."
+    ),
+    "schema": {"type": "string"},
+}
+
+
 def _operation(ep: Endpoint) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": ep.handler.__name__,
@@ -95,6 +109,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     ]
     if ep.idempotent:
         parameters.append(_IDEMPOTENCY_KEY)
+    if 412 in ep.errors:
+        parameters.append(_IF_MATCH)
     if parameters:
         op["parameters"] = parameters
     if ep.body is not None:

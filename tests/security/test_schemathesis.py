@@ -22,7 +22,8 @@ Configuration, and why:
   their responses are checked too.
 - `positive_data_acceptance` additionally expects 422: the spec makes 422 the
   answer to schema-valid input that breaks a ledger rule (unknown account,
-  same account, insufficient funds, ...), which no JSON Schema can express.
+  same account, insufficient funds, ...), which no JSON Schema can express;
+  and 412, an `If-Match` that names another version than the current one.
   A schema-valid request answered 400 (malformed) is still a failure, except
   on the token endpoint, where RFC 6749 5.2 makes an unknown `scope` a 400
   `invalid_scope`.
@@ -62,7 +63,8 @@ WEBHOOK_URL = "https://93.184.215.14/tally/hooks"  # public, never contacted
 CURRENCY = "USD"
 TOKEN_PATH = "/api/auth/token"
 # 422 joins the defaults: ledger rules reject schema-valid requests by design.
-POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+# So does 412: a well-formed If-Match naming another version than the current one.
+POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]
 
 # The suite turns warnings into errors. Hypothesis warns when it formats a large
 # example for a report (a batch of many transfers can reach hundreds of kB); as an

@@ -102,3 +102,13 @@ async def test_every_api_operation_documents_400(client):
         if path.startswith("/api/") and "400" not in op["responses"]
     ]
     assert missing == []
+
+
+async def test_the_operations_that_answer_412_document_if_match(client):
+    doc = (await client.get("/openapi.json")).json()
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            headers = [p["name"] for p in op.get("parameters", []) if p["in"] == "header"]
+            assert ("If-Match" in headers) == ("412" in op["responses"]), (method, path)
+    patch = doc["paths"]["/api/accounts/{id}"]["patch"]
+    assert "If-Match" in [p["name"] for p in patch["parameters"]]
