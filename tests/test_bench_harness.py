@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,33 @@ def test_the_table_names_the_autogroup_setting():
     }  # fmt: skip
     row = harness.Row("pgbench", "-b tpcb-like", 16, 1000.0, "TPS", None, None, 0)
     assert "kernel.sched_autogroup_enabled: off" in harness.table([row], meta)
+
+
+def test_tally_own_latency_share_goes_into_the_notes():
+    measured = _run(20_000)
+    measured.app_over_10ms = 0.0012345
+    row = harness._http_row("(c) Tally", harness.GET_ACCOUNT, 64, measured)
+    assert row.notes["app_over_10ms"] == 0.00123
+    assert "app_over_10ms" not in harness._http_row("(b) x", "GET /", 64, _run(1)).notes
+    c = [_run(17_000), _run(18_000), _run(16_000)]
+    c[0].app_over_10ms, c[2].app_over_10ms = 0.001, 0.004
+    bare, tally = harness.paired_rows([_run(35_000)] * 3, c, 64)
+    assert tally.notes["rounds_app_over_10ms"] == [0.001, None, 0.004]
+    assert "rounds_app_over_10ms" not in bare.notes
+
+
+def test_reading_tallys_server_settings_leaves_this_process_alone(tmp_path, monkeypatch):
+    """The harness and each baseline read `tally serve`'s granian settings by running
+    its _serve against a recorder: that must neither change their environment (every
+    server they start inherits it) nor empty a metrics directory a Tally is using."""
+    from benchmarks.http import serve
+
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    (shared / "counter_123.db").write_bytes(b"x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    before = dict(os.environ)
+    settings = serve.tally_granian_settings(8123, 2)
+    assert settings["workers"] == 2 and settings["target"] == "service.app:create_app"
+    assert dict(os.environ) == before
+    assert (shared / "counter_123.db").exists()

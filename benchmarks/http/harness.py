@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.http import autogroup, stack, wrk
+from benchmarks.http import applatency, autogroup, stack, wrk
 from benchmarks.http.serve import describe, tally_granian_settings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -105,19 +105,37 @@ def _machine() -> dict[str, Any]:
 def _measure(
     url: str, script: str, conns: int, args: argparse.Namespace,
     wrk_args: Callable[[], list[str]] = list, *, seconds: float | None = None,
-    count_statuses: bool = False,
+    count_statuses: bool = False, app_route: str | None = None,
 ) -> wrk.WrkResult:  # fmt: skip
-    """A warm-up run (discarded), then the measured one; `wrk_args()` is asked for each."""
+    """A warm-up run (discarded), then the measured one; `wrk_args()` is asked for each.
+
+    `app_route` ("GET /api/accounts/{id}", Tally only): also read Tally's own
+    latency for the measured run from its /metrics (`app_over_10ms`), waiting
+    for the workers' flush before and after it.
+    """
     options: dict[str, Any] = {"connections": conns, "count_statuses": count_statuses}
     if args.warmup > 0:
         _settle(wrk.run(url, script, seconds=args.warmup, args=wrk_args(), **options))
+    before = _app_histogram(url, app_route)
     result = wrk.run(url, script, seconds=seconds or args.seconds, args=wrk_args(), **options)
     _settle(result)
+    if app_route is not None:
+        after = _app_histogram(url, app_route)
+        result.app_over_10ms = applatency.share_over(before, after, 0.01)
     statuses = f"  statuses {result.statuses}" if result.statuses else ""
+    app = "" if result.app_over_10ms is None else f"  in-app >10 ms {result.app_over_10ms:.2%}"
     print(f"    {script:<15} -c {conns:<5} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms"
           f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  idle {result.idle:4.0%}"
-          f"{statuses}", flush=True)  # fmt: skip
+          f"{statuses}{app}", flush=True)  # fmt: skip
     return result
+
+
+def _app_histogram(url: str, app_route: str | None) -> dict[float, float] | None:
+    if app_route is None:
+        return None
+    time.sleep(applatency.FLUSH_SECONDS)  # what came before is in the files
+    method, _, route = app_route.partition(" ")
+    return applatency.scrape(url, method, route)
 
 
 def _settle(result: wrk.WrkResult) -> None:
@@ -137,6 +155,8 @@ def _http_row(target: str, route: str, conns: int, r: wrk.WrkResult, *, per_requ
     # Throughput counts successful requests only: an error is not work done.
     notes: dict[str, Any] = {"statuses": r.statuses} if r.statuses else {}
     notes["cpu_idle"] = round(r.idle, 3)
+    if r.app_over_10ms is not None:
+        notes["app_over_10ms"] = round(r.app_over_10ms, 5)
     if r.errors_socket:
         notes["socket_errors"] = r.errors_socket
     return Row(target, route, conns, r.ok_rps * per_request, unit, r.p50_ms, r.p99_ms,
@@ -224,8 +244,10 @@ def run_tally(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
                 # answer: measure it long enough for answers to come back.
                 seconds = max(args.seconds, 10) if per_request > 1 else None
                 writes = script.startswith("post")
+                app_route = GET_ACCOUNT if script == "get_account" else None
                 r = _measure(base, script, conns, args, wrk_args(per_request),
-                             seconds=seconds, count_statuses=writes)  # fmt: skip
+                             seconds=seconds, count_statuses=writes,
+                             app_route=app_route)  # fmt: skip
                 row = _http_row("(c) Tally", route, conns, r, per_request=per_request,
                                 unit=unit)  # fmt: skip
                 if per_request > 1:
@@ -266,7 +288,10 @@ def run_pairs(admin_url: str, redis_url: str, args: argparse.Namespace) -> list[
             for name in ("b", "c") if round_ % 2 == 0 else ("c", "b"):
                 print(f"    round {round_ + 1} ({name})", end="", flush=True)
                 url_, wrk_args = targets[name]
-                runs[name].append(_measure(url_, "get_account", conns, args, wrk_args))
+                app_route = GET_ACCOUNT if name == "c" else None
+                runs[name].append(
+                    _measure(url_, "get_account", conns, args, wrk_args, app_route=app_route)
+                )
     return paired_rows(runs["b"], runs["c"], conns)
 
 
@@ -287,6 +312,11 @@ def paired_rows(b: list[wrk.WrkResult], c: list[wrk.WrkResult], conns: int) -> l
             "rounds_p99_ms": [round(r.p99_ms, 2) for r in results],
             "cpu_idle": round(statistics.median(r.idle for r in results), 3),
         }
+        app = [r.app_over_10ms for r in results]
+        if any(share is not None for share in app):
+            row.notes["rounds_app_over_10ms"] = [
+                None if share is None else round(share, 5) for share in app
+            ]
         rows.append(row)
     ratios = [rc.ok_rps / rb.ok_rps for rb, rc in zip(b, c, strict=True) if rb.ok_rps]
     tally = rows[1]

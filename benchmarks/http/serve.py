@@ -11,6 +11,7 @@ baselines with it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 from unittest import mock
@@ -37,7 +38,15 @@ def tally_granian_settings(port: int, workers: int) -> dict[str, Any]:
             pass
 
     settings = Settings(env="production", port=port, workers=workers)
-    with mock.patch("granian.Granian", _Recorder):
+    # Only the arguments: none of _serve's side effects on this process. Its
+    # metrics directory set-up empties PROMETHEUS_MULTIPROC_DIR, and its
+    # environment goes to every server started after it: a baseline started
+    # beside a running Tally (the paired rounds) wiped Tally's metric files.
+    with (
+        mock.patch("granian.Granian", _Recorder),
+        mock.patch.object(cli.prometheus, "prepare_multiprocess_dir"),
+        mock.patch.dict(os.environ),
+    ):
         cli._serve(settings)
     return captured
 

@@ -32,6 +32,10 @@ class WrkResult:
     Near 0: everything on the machine together is CPU-bound. Well above 0
     with throughput flat: something waits (locks, round trips), not the CPUs.
     """
+    app_over_10ms: float | None = None
+    """For Tally's `GET /api/accounts/{id}` rows: the share of the run's requests
+    that Tally's own latency histogram put over 10 ms (benchmarks/http/applatency.py);
+    None elsewhere. Much below wrk's own share, the tail is around Tally, not in it."""
 
     @property
     def rps(self) -> float:
