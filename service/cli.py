@@ -59,7 +59,7 @@ def _database_url() -> Iterator[str]:
 _LIMIT = click.IntRange(min=1, max=2**31 - 1)
 
 
-def _label(value: str, hint: str, *, required: bool) -> str:
+def _label(value: str, hint: str, *, required: bool) -> None:
     """A tenant's or client's name: at most 200 characters (at least one when
     `required`), without control characters, which `tally ... list` would
     print to an operator's terminal as they are."""
@@ -68,7 +68,6 @@ def _label(value: str, hint: str, *, required: bool) -> str:
         raise click.BadParameter(f"must be {rule}", param_hint=hint)
     if codec.has_control_char(value):
         raise click.BadParameter("must not contain control characters", param_hint=hint)
-    return value
 
 
 def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:

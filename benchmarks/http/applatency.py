@@ -15,29 +15,26 @@ Workers add a request to the histogram in their memory and flush it each second
 
 from __future__ import annotations
 
-import re
-
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-METRIC = "tally_http_request_duration_seconds_bucket"
+BUCKET = "tally_http_request_duration_seconds_bucket"
 FLUSH_SECONDS = 1.5  # the workers' flush interval (1 s), with a margin
-_LINE = re.compile(r"^" + METRIC + r"\{(?P<labels>.*)\} (?P<value>\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def parse(text: str, method: str, route: str) -> dict[float, float]:
     """{upper bound in seconds: requests at or under it} for `method` `route`,
     summed over statuses and workers, from the Prometheus text format."""
     counts: dict[float, float] = {}
-    for line in text.splitlines():
-        match = _LINE.match(line)
-        if match is None:
-            continue
-        labels = dict(_LABEL.findall(match["labels"]))
-        if labels.get("method") != method or labels.get("route") != route:
-            continue
-        bound = float(labels["le"])  # "+Inf" parses as inf
-        counts[bound] = counts.get(bound, 0.0) + float(match["value"])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name != BUCKET or labels.get("method") != method:
+                continue
+            if labels.get("route") != route:
+                continue
+            bound = float(labels["le"])  # "+Inf" parses as inf
+            counts[bound] = counts.get(bound, 0.0) + sample.value
     return counts
 
 
